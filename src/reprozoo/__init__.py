@@ -1,0 +1,1 @@
+"""reprozoo: reproduce published deep-learning baselines with verdicts."""

@@ -1,0 +1,24 @@
+"""Task families plug into the core here. A family module exposes `FAMILY`, an object with:
+
+- `name`, `schema` (the recipe sections it understands, see `reprozoo.schema`),
+- `models`, `datasets` (`reprozoo.registry.Registry`),
+- `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`.
+
+The core imports a family only when a recipe names it, so one family's heavy dependencies
+(MMDetection, Transformers) never load for another.
+"""
+from __future__ import annotations
+
+import importlib
+
+FAMILY_MODULES = {
+    "classification": "reprozoo.families.classification",
+}
+
+
+def family_names() -> list[str]:
+    return sorted(FAMILY_MODULES)
+
+
+def get_family(name: str):
+    return importlib.import_module(FAMILY_MODULES[name]).FAMILY

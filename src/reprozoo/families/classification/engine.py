@@ -1,0 +1,124 @@
+"""Builds and runs an MMEngine Runner from a resolved classification recipe."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric, Evaluator
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from ...datasets_store import ensure_prepared
+from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
+from ...seeding import seed_everything
+from . import OPTIMIZERS
+from .datasets import DATASETS
+from .models import MODELS
+
+
+class Classifier(BaseModel):
+    """Cross-entropy classifier around any network that maps inputs to logits."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs, labels=None, mode="tensor"):
+        logits = self.net(inputs)
+        if mode == "loss":
+            return {"loss": F.cross_entropy(logits, labels)}
+        if mode == "predict":
+            return [(logits.argmax(-1), labels)]
+        return logits
+
+
+class Accuracy(BaseMetric):
+    """Top-1 accuracy in percent."""
+
+    default_prefix = None
+
+    def process(self, data_batch, data_samples) -> None:
+        for pred, labels in data_samples:
+            self.results.append((int((pred == labels).sum()), len(labels)))
+
+    def compute_metrics(self, results) -> dict:
+        correct = sum(c for c, _ in results)
+        total = sum(n for _, n in results)
+        return {"accuracy": 100.0 * correct / total}
+
+
+def _optimizer(o: dict) -> dict:
+    cfg = {"type": OPTIMIZERS[o["name"]], "lr": o["lr"], "weight_decay": o["weight_decay"]}
+    if o["name"] == "sgd":
+        cfg.update(momentum=o["momentum"], nesterov=o["nesterov"])
+    else:
+        cfg.update(betas=tuple(o["betas"]))
+    return cfg
+
+
+def _schedulers(s: dict) -> list[dict]:
+    out, begin = [], 0
+    if s["warmup_iters"]:
+        out.append(dict(type="LinearLR", start_factor=s["warmup_factor"], by_epoch=False, begin=0, end=s["warmup_iters"]))
+        begin = s["warmup_iters"]
+    if s["lr_schedule"] == "multistep":
+        out.append(dict(type="MultiStepLR", milestones=s["milestones"], gamma=s["gamma"], by_epoch=False, begin=0, end=s["iters"]))
+    elif s["lr_schedule"] == "cosine":
+        out.append(dict(type="CosineAnnealingLR", T_max=s["iters"] - begin, eta_min=0.0, by_epoch=False, begin=begin, end=s["iters"]))
+    return out
+
+
+def build_runner(recipe, seed, ctx) -> Runner:
+    cfg = recipe.config
+    seed_everything(seed, deterministic=True, threads=ctx.threads)
+    use_weights_only_loading()
+    dataset = DATASETS.get(cfg["dataset"]["name"])()
+    data_dir = ensure_prepared(recipe.family, cfg["dataset"]["name"])
+    train_set, eval_set = dataset.load(data_dir, "train"), dataset.load(data_dir, cfg["eval"]["split"])
+    net = MODELS.build(cfg["model"])  # built right after seeding: the init depends only on the seed
+
+    resumed = last_checkpoint_iter(ctx.work_dir)
+    ctx.resumed_from = resumed
+    if resumed:
+        truncate_curves(ctx.curves_dir, resumed)
+    s, e = cfg["schedule"], cfg["eval"]
+    loader = dict(num_workers=0, collate_fn=dict(type="default_collate"))
+    eval_loader = dict(dataset=eval_set, batch_size=e["batch_size"], sampler=dict(type="DefaultSampler", shuffle=False), **loader)
+    return Runner(
+        model=Classifier(net),
+        work_dir=str(ctx.work_dir),
+        experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
+        train_dataloader=dict(dataset=train_set, batch_size=s["batch_size"],
+                              sampler=dict(type="InfiniteSampler", shuffle=s["shuffle"]), **loader),
+        train_cfg=dict(by_epoch=False, max_iters=s["iters"], val_interval=e["interval"]),
+        val_dataloader=eval_loader, val_cfg=dict(), val_evaluator=Evaluator([Accuracy()]),
+        test_dataloader=eval_loader, test_cfg=dict(), test_evaluator=Evaluator([Accuracy()]),
+        optim_wrapper=dict(optimizer=_optimizer(cfg["optim"])),
+        param_scheduler=_schedulers(s) or None,
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=e["interval"], log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=cfg["checkpoint_interval"], max_keep_ckpts=1),
+            sampler_seed=dict(type="DistSamplerSeedHook"),
+        ),
+        custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
+        visualizer=dict(type="Visualizer", vis_backends=[dict(type="RunDVCLiveBackend", save_dir=str(ctx.curves_dir),
+                                                             init_kwargs=dict(resume=bool(resumed)))]),
+        log_processor=dict(by_epoch=False, window_size=e["interval"]),
+        log_level=logging.WARNING,
+        randomness=dict(seed=seed, deterministic=True),
+        resume=True,
+        default_scope="mmengine",
+    )
+
+
+def train(recipe, seed, ctx) -> dict:
+    runner = build_runner(recipe, seed, ctx)
+    runner.train()
+    metrics = runner.test()
+    runner.visualizer.close()
+    split = recipe.config["eval"]["split"]
+    return {split: {k: float(v) for k, v in metrics.items()}}

@@ -1,0 +1,1 @@
+"""Glue between the core and training frameworks (MMEngine, Transformers)."""

@@ -1,0 +1,143 @@
+"""MMEngine pieces shared by the vision families: DVCLive logging, progress, exact resume."""
+from __future__ import annotations
+
+import csv
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS, VISBACKENDS
+from mmengine.visualization import DVCLiveVisBackend
+from tqdm import tqdm
+
+
+@VISBACKENDS.register_module()
+class RunDVCLiveBackend(DVCLiveVisBackend):
+    """mmengine's DVCLive backend without its side effects on the repository.
+
+    Upstream runs `dvc init -f --no-scm` in the working directory when git has no user identity
+    (as on a fresh CI machine), lets DVCLive edit `dvc.yaml`, and caches artifacts with DVC on
+    close. Inside a `dvc repro` stage all three would rewrite the project, so here DVCLive only
+    writes its own directory.
+    """
+
+    def _init_env(self):
+        from dvclive import Live
+
+        kwargs = dict(dir=self._save_dir, report=None, save_dvc_exp=False, dvcyaml=None, monitor_system=False)
+        kwargs.update(self._init_kwargs or {})
+        self._dvclive = Live(**kwargs)
+
+    def add_config(self, config, **kwargs) -> None:
+        """The resolved recipe is stored with the run; the framework config holds live objects."""
+
+    def close(self) -> None:
+        if hasattr(self, "_dvclive"):
+            self._dvclive.end()
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """A tqdm bar over training iterations that starts where a resumed run left off."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self, desc: str = "train", enable: bool = True):
+        self.desc, self.enable, self.bar = desc, enable, None
+
+    def before_train(self, runner) -> None:
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc=self.desc, disable=not self.enable,
+                        mininterval=1.0, dynamic_ncols=True, unit="it")
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.bar.update(1)
+        if outputs and runner.iter % 50 == 0:
+            self.bar.set_postfix(loss=f"{float(outputs['loss']):.4f}", refresh=False)
+
+    def after_train(self, runner) -> None:
+        self.bar.close()
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Stores the global RNG states in each checkpoint and restores them on resume.
+
+    mmengine re-seeds on resume instead; restoring the states keeps random augmentation and
+    dropout on the same stream as an uninterrupted run. Stored as plain types so that
+    `torch.load(weights_only=True)` accepts them.
+    """
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_state"] = {
+            "python": random.getstate(),
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if not state:
+            return
+        random.setstate(_tuplify(state["python"]))
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def last_checkpoint_iter(work_dir: Path) -> int:
+    """Iteration of the checkpoint mmengine will resume from (0 when there is none)."""
+    marker = Path(work_dir) / "last_checkpoint"
+    if not marker.exists():
+        return 0
+    m = re.search(r"iter_(\d+)\.pth$", marker.read_text().strip())
+    return int(m.group(1)) if m and Path(marker.read_text().strip()).exists() else 0
+
+
+def truncate_curves(curves_dir: Path, last_step: int) -> None:
+    """Drop DVCLive rows logged after `last_step`, so a resumed run appends without duplicates."""
+    for tsv in Path(curves_dir).glob("plots/metrics/**/*.tsv"):
+        with open(tsv, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+            fields = rows[0].keys() if rows else None
+        if fields is None:
+            continue
+        keep = [r for r in rows if int(r["step"]) <= last_step]
+        with open(tsv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(fields), delimiter="\t")
+            w.writeheader()
+            w.writerows(keep)
+
+
+def _checkpoint_safe_globals() -> list:
+    """Types mmengine puts in its own checkpoints besides tensors (message-hub history, numpy)."""
+    from mmengine.logging import HistoryBuffer
+
+    core = getattr(np, "_core", None) or np.core
+    return [HistoryBuffer, core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
+            *{type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")}]
+
+
+def use_weights_only_loading() -> None:
+    """mmengine 0.10 calls `torch.load` without `weights_only`; torch >= 2.6 then refuses its
+    checkpoints. Load them with `weights_only=True` and an allowlist of mmengine's own types, rather
+    than turning the safety check off."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    allowed = _checkpoint_safe_globals()
+
+    def load_from_local(filename, map_location):
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(Path(filename).expanduser(), map_location=map_location, weights_only=True)
+
+    CheckpointLoader.register_scheme(prefixes="", loader=load_from_local, force=True)

@@ -1,0 +1,158 @@
+"""Runs: one directory per (recipe, seed) under `runs/`, assembled atomically.
+
+    runs/<recipe>/seed<N>/metrics.json   final metrics, {split: {metric: value}}; bitwise-stable
+    runs/<recipe>/seed<N>/env.json       versions, device, determinism flags, git, recipe hash, command, timing
+    runs/<recipe>/seed<N>/recipe.yaml    the resolved recipe with its hash
+    runs/<recipe>/seed<N>/dvclive/       training curves
+
+Training writes checkpoints to `.reprozoo/work/<recipe>/seed<N>-<hash>/` (never a DVC output, so a
+killed run resumes from there). The run directory is built under a hidden name and renamed into
+place at the end: a killed run never leaves a partial `metrics.json`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from . import paths
+from .errors import RunError
+from .io import read_json, write_json, atomic_write_text
+from .recipes import Recipe
+
+PACKAGES = ("torch", "mmengine", "numpy", "scipy", "dvc", "dvclive", "mnist1d", "mmcv", "mmdet", "mmsegmentation", "transformers")
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    seed: int
+    work_dir: Path  # scratch: checkpoints and framework logs
+    curves_dir: Path  # DVCLive directory while training
+    threads: int
+    progress: bool = True
+    resumed_from: int = 0  # set by the family when it resumes from a checkpoint
+
+
+def run_dir(recipe_name: str, seed: int) -> Path:
+    return paths.runs_dir() / recipe_name / f"seed{seed}"
+
+
+def read_metrics(recipe_name: str, seed: int) -> dict | None:
+    p = run_dir(recipe_name, seed) / "metrics.json"
+    return read_json(p) if p.exists() else None
+
+
+def existing_seeds(recipe_name: str) -> list[int]:
+    d = paths.runs_dir() / recipe_name
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name[4:]) for p in d.glob("seed*") if p.name[4:].isdigit() and (p / "metrics.json").exists())
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"another process is running this run (lock {lock_path})") from None
+        yield
+
+
+def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True) -> dict:
+    """Train `recipe` with `seed` unless an identical run is already complete; return its metrics."""
+    from .families import get_family
+
+    final = run_dir(recipe.name, seed)
+    if (final / "metrics.json").exists():
+        old_hash = read_json(final / "env.json").get("recipe_hash") if (final / "env.json").exists() else None
+        if old_hash == recipe.hash and not force:
+            print(f"{final}: already done (recipe {recipe.hash}); --force re-runs it", file=sys.stderr)
+            return read_json(final / "metrics.json")
+        if not force:
+            raise RunError(f"{final} holds results of another version of recipe {recipe.name!r} "
+                           f"(hash {old_hash}, now {recipe.hash}); they are kept. Pass --force to replace them.")
+    threads = threads or int(os.environ.get("REPROZOO_THREADS", "1"))
+    work = paths.work_dir() / recipe.name / f"seed{seed}-{recipe.hash}"
+    with _exclusive(work.with_suffix(".lock")):
+        ctx = RunContext(recipe, seed, work, work / "dvclive", threads, progress)
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        metrics = get_family(recipe.family).train(recipe, seed, ctx)
+        wall = time.perf_counter() - t0
+        env = capture_env(recipe, seed, ctx, started, wall)
+        _assemble(final, metrics, env, recipe, ctx.curves_dir)
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Path) -> None:
+    staging = final.parent / f".{final.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_json(staging / "metrics.json", metrics)
+    write_json(staging / "env.json", env)
+    atomic_write_text(staging / "recipe.yaml", recipe.to_yaml())
+    if curves.exists():
+        shutil.copytree(curves, staging / "dvclive")
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=paths.project_root(), capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def capture_env(recipe: Recipe, seed: int, ctx: RunContext, started: datetime, wall: float) -> dict:
+    import resource
+
+    import torch
+
+    from .seeding import determinism_flags
+
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "recipe": recipe.name,
+        "recipe_hash": recipe.hash,
+        "recipe_files": [os.path.relpath(p, paths.project_root()) for p in recipe.chain],
+        "seed": seed,
+        "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "determinism": determinism_flags(),
+        "git_revision": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_seconds": round(wall, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "resumed_from_iter": ctx.resumed_from,
+    }
