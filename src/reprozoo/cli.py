@@ -65,6 +65,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    result = compare(args.baseline, seeds=args.seeds)
+    for label, c in result["claims"].items():
+        s = c.get("summary") or {}
+        mean = f"{s['mean']:.2f} ± {s['std'] or 0:.2f} (n={s['n']})" if s else "no runs"
+        extra = f", ~{c['seeds_needed']} seeds would settle it" if c["seeds_needed"] else ""
+        miss = f"  [missing seeds: {c['missing_seeds']}]" if c["missing_seeds"] else ""
+        print(f"{label:<32} published {c['published']:g}  ours {mean}  -> {c['verdict']}{extra}{miss}")
+    print(f"wrote reports/{args.baseline}.json")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .reports import report
+
+    for p in report(args.baseline):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from .claims import list_baselines
+    from .pipeline import is_current, pipeline_file, write
+
+    names = list_baselines() if args.baseline == "all" else [args.baseline]
+    stale = []
+    for name in names:
+        if args.check:
+            if not is_current(name):
+                stale.append(name)
+        else:
+            print(f"wrote {write(name)}")
+    if stale:
+        print("out of date (run `reprozoo pipeline NAME`): " + ", ".join(str(pipeline_file(n)) for n in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="reprozoo", description="Reproduce published baselines with seed-aware verdicts.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +126,20 @@ def main(argv=None) -> int:
     s.add_argument("--force", action="store_true", help="re-run and replace a finished run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")
+    s.add_argument("baseline", help="claims file name under baselines/ (see `reprozoo list claims`)")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to use (default: params.yaml's, else all finished)")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("report", help="reports/<baseline>.{md,csv,png} from reports/<baseline>.json")
+    s.add_argument("baseline")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
+    s.add_argument("baseline", help="claims file name, or `all`")
+    s.add_argument("--check", action="store_true", help="only check that the committed files are up to date")
+    s.set_defaults(func=cmd_pipeline)
 
     args = p.parse_args(argv)
     try:

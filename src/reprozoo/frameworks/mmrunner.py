@@ -55,19 +55,20 @@ class ProgressBarHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self.bar.update(1)
         if outputs and runner.iter % 50 == 0:
-            self.bar.set_postfix(loss=f"{float(outputs['loss']):.4f}", refresh=False)
+            self.bar.set_postfix(loss=f"{outputs['loss'].item():.4f}", refresh=False)
 
     def after_train(self, runner) -> None:
         self.bar.close()
 
 
 @HOOKS.register_module()
-class RNGStateHook(Hook):
-    """Stores the global RNG states in each checkpoint and restores them on resume.
+class ResumeStateHook(Hook):
+    """Makes a resumed run continue exactly like an uninterrupted one, from a weights-only checkpoint.
 
-    mmengine re-seeds on resume instead; restoring the states keeps random augmentation and
-    dropout on the same stream as an uninterrupted run. Stored as plain types so that
-    `torch.load(weights_only=True)` accepts them.
+    - Stores the global RNG states and restores them on resume (mmengine only re-seeds), so random
+      augmentation and dropout stay on the uninterrupted stream.
+    - Stores the message hub's history buffers as plain lists: as numpy objects they need
+      `builtins.getattr` allowlisted for `torch.load(weights_only=True)`, which would defeat it.
     """
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -78,8 +79,19 @@ class RNGStateHook(Hook):
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        hub = checkpoint.get("message_hub")
+        if hub:
+            hub["log_scalars"] = {k: {"log": _plain(v._log_history), "count": _plain(v._count_history), "max_length": v.max_length}
+                                  for k, v in hub["log_scalars"].items()}
+            hub["runtime_info"] = {k: _plain(v) for k, v in hub["runtime_info"].items()}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mmengine.logging import HistoryBuffer
+
+        hub = checkpoint.get("message_hub")
+        if hub:
+            hub["log_scalars"] = {k: HistoryBuffer(v["log"], v["count"], v["max_length"]) if isinstance(v, dict) else v
+                                  for k, v in hub["log_scalars"].items()}
         state = checkpoint.get("rng_state")
         if not state:
             return
@@ -89,6 +101,19 @@ class RNGStateHook(Hook):
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(x):
+    """numpy arrays and scalars -> Python lists and numbers (recursively)."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
 
 
 def _tuplify(x):
@@ -119,25 +144,13 @@ def truncate_curves(curves_dir: Path, last_step: int) -> None:
             w.writerows(keep)
 
 
-def _checkpoint_safe_globals() -> list:
-    """Types mmengine puts in its own checkpoints besides tensors (message-hub history, numpy)."""
-    from mmengine.logging import HistoryBuffer
-
-    core = getattr(np, "_core", None) or np.core
-    return [HistoryBuffer, core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
-            *{type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")}]
-
-
 def use_weights_only_loading() -> None:
-    """mmengine 0.10 calls `torch.load` without `weights_only`; torch >= 2.6 then refuses its
-    checkpoints. Load them with `weights_only=True` and an allowlist of mmengine's own types, rather
-    than turning the safety check off."""
+    """mmengine 0.10 calls `torch.load` without `weights_only`, and torch >= 2.6 then refuses its
+    checkpoints. Ask for `weights_only=True` explicitly: with `ResumeStateHook` our checkpoints hold
+    only tensors and plain Python types, so no unsafe global needs allowing."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    allowed = _checkpoint_safe_globals()
-
     def load_from_local(filename, map_location):
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(Path(filename).expanduser(), map_location=map_location, weights_only=True)
+        return torch.load(Path(filename).expanduser(), map_location=map_location, weights_only=True)
 
     CheckpointLoader.register_scheme(prefixes="", loader=load_from_local, force=True)

@@ -14,7 +14,8 @@ DATASETS = Registry("dataset")
 
 
 class ArrayDataset(torch.utils.data.Dataset):
-    """Samples as `{inputs, labels}` dicts, the form MMEngine's collate and model expect."""
+    """In-memory samples as `{inputs, labels}`; indexing with a list of indices returns the whole
+    batch at once (one gather per step instead of per-sample dicts and a collate)."""
 
     def __init__(self, x, y):
         self.x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -24,6 +25,8 @@ class ArrayDataset(torch.utils.data.Dataset):
         return len(self.y)
 
     def __getitem__(self, i):
+        if isinstance(i, list):
+            i = torch.as_tensor(i)
         return {"inputs": self.x[i], "labels": self.y[i]}
 
 

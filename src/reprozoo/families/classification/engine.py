@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.model import BaseModel
+from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.runner import Runner
+from torch.utils.data import BatchSampler, DataLoader
 
 from ...datasets_store import ensure_prepared
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
@@ -70,6 +72,12 @@ def _schedulers(s: dict) -> list[dict]:
     return out
 
 
+def batch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, infinite: bool) -> DataLoader:
+    """A DataLoader that fetches each batch with one index operation (see ArrayDataset)."""
+    base = InfiniteSampler(dataset, shuffle=shuffle, seed=seed) if infinite else DefaultSampler(dataset, shuffle=False)
+    return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+
+
 def build_runner(recipe, seed, ctx) -> Runner:
     cfg = recipe.config
     seed_everything(seed, deterministic=True, threads=ctx.threads)
@@ -84,14 +92,12 @@ def build_runner(recipe, seed, ctx) -> Runner:
     if resumed:
         truncate_curves(ctx.curves_dir, resumed)
     s, e = cfg["schedule"], cfg["eval"]
-    loader = dict(num_workers=0, collate_fn=dict(type="default_collate"))
-    eval_loader = dict(dataset=eval_set, batch_size=e["batch_size"], sampler=dict(type="DefaultSampler", shuffle=False), **loader)
+    eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
     return Runner(
         model=Classifier(net),
         work_dir=str(ctx.work_dir),
         experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
-        train_dataloader=dict(dataset=train_set, batch_size=s["batch_size"],
-                              sampler=dict(type="InfiniteSampler", shuffle=s["shuffle"]), **loader),
+        train_dataloader=batch_loader(train_set, s["batch_size"], shuffle=s["shuffle"], seed=seed, infinite=True),
         train_cfg=dict(by_epoch=False, max_iters=s["iters"], val_interval=e["interval"]),
         val_dataloader=eval_loader, val_cfg=dict(), val_evaluator=Evaluator([Accuracy()]),
         test_dataloader=eval_loader, test_cfg=dict(), test_evaluator=Evaluator([Accuracy()]),
@@ -102,9 +108,9 @@ def build_runner(recipe, seed, ctx) -> Runner:
             logger=dict(type="LoggerHook", interval=e["interval"], log_metric_by_epoch=False),
             param_scheduler=dict(type="ParamSchedulerHook"),
             checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=cfg["checkpoint_interval"], max_keep_ckpts=1),
-            sampler_seed=dict(type="DistSamplerSeedHook"),
+            sampler_seed=None,  # InfiniteSampler reshuffles by itself; our loader has no batch_sampler
         ),
-        custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
+        custom_hooks=[dict(type="ResumeStateHook"), dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="RunDVCLiveBackend", save_dir=str(ctx.curves_dir),
                                                              init_kwargs=dict(resume=bool(resumed)))]),
         log_processor=dict(by_epoch=False, window_size=e["interval"]),
@@ -118,7 +124,7 @@ def build_runner(recipe, seed, ctx) -> Runner:
 def train(recipe, seed, ctx) -> dict:
     runner = build_runner(recipe, seed, ctx)
     runner.train()
-    metrics = runner.test()
+    metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
     runner.visualizer.close()
     split = recipe.config["eval"]["split"]
     return {split: {k: float(v) for k, v in metrics.items()}}

@@ -1,0 +1,133 @@
+"""Report writers: `reports/<baseline>.md`, `.csv` (one row per claim), `_seeds.csv` and `.png`."""
+from __future__ import annotations
+
+import csv
+import io
+
+from . import paths
+from .io import atomic_write_bytes, atomic_write_text, read_json
+from .pipeline import DEFAULT_BASELINE, pipeline_file
+
+COLUMNS = ["recipe", "metric", "split", "published", "source", "n", "mean", "std", "ci_low", "ci_high",
+           "difference", "interval_low", "interval_high", "tolerance", "margin", "verdict", "seeds_needed"]
+
+
+def _fmt(x, nd=2):
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def summary_rows(result: dict) -> list[dict]:
+    rows = []
+    for c in result["claims"].values():
+        s = c.get("summary") or {}
+        rows.append({"recipe": c["recipe"], "metric": c["metric"], "split": c["split"], "published": c["published"],
+                     "source": c["source"], "n": s.get("n", 0), "mean": s.get("mean"), "std": s.get("std"),
+                     "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"), "difference": c["difference"],
+                     "interval_low": c["low"], "interval_high": c["high"], "tolerance": c["tolerance"],
+                     "margin": c["margin"], "verdict": c["verdict"], "seeds_needed": c["seeds_needed"]})
+    return rows
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
+    return buf.getvalue()
+
+
+def repro_command(name: str) -> str:
+    return "uv run dvc repro" if name == DEFAULT_BASELINE else f"uv run dvc repro {pipeline_file(name).relative_to(paths.project_root())}"
+
+
+def markdown(result: dict) -> str:
+    name = result["baseline"]
+    rows = summary_rows(result)
+    lines = [f"# {result['title']}", "", result["description"], "",
+             f"Produced by `{repro_command(name)}` (stages `compare_{name}`, `report_{name}`); "
+             f"raw numbers in [`{name}.json`]({name}.json), per-seed values in [`{name}_seeds.csv`]({name}_seeds.csv).", "",
+             "| recipe | metric (split) | published | ours: mean ± std (n) | 95% CI of mean | ours − published [95% interval] | verdict |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        verdict = f"**{r['verdict']}**"
+        if r["verdict"] == "inconclusive":
+            verdict += f" (about {r['seeds_needed']} seeds would settle it)" if r["seeds_needed"] else " (more seeds cannot settle it)"
+        lines.append(f"| {r['recipe']} | {r['metric']} ({r['split']}) | {r['published']:g} | "
+                     f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']}) | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+                     f"{_fmt(r['difference'], 2)} [{_fmt(r['interval_low'])}, {_fmt(r['interval_high'])}] | {verdict} |")
+    lines += ["", f"![per-seed results against the published values]({name}.png)", "", "## Per seed", "",
+              "| recipe | " + " | ".join(f"seed {s}" for s in _all_seeds(result)) + " |",
+              "|---|" + "---:|" * len(_all_seeds(result))]
+    for c in result["claims"].values():
+        vals = dict(zip(c["seeds"], c["values"]))
+        lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in _all_seeds(result)) + " |")
+    lines += ["", "## Sources", ""]
+    for c in result["claims"].values():
+        lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))
+    lines += ["", "## How to read the verdict", "",
+              "The interval is for ours − published: our seed spread plus the published value's own (its std "
+              "over its runs when the source gives one; otherwise it is treated as one more run from our "
+              "distribution, i.e. a prediction interval). `below`/`above`: the whole interval lies beyond "
+              "±tolerance. `reproduced`: the whole interval lies within ±(tolerance + margin). Otherwise "
+              "`inconclusive`. Full rule: README.md, section \"Verdicts\".", ""]
+    env = result.get("environment") or {}
+    if env:
+        lines += ["## Environment", "",
+                  f"- runs: {env['runs']}; device: {', '.join(env['devices'])}; torch {', '.join(env['torch'])}; "
+                  f"CPU threads per run: {', '.join(map(str, env['threads']))}",
+                  f"- training wall time: {env['train_wall_seconds_total']} s summed over runs "
+                  f"(longest run {env['train_wall_seconds_max']} s); peak memory of a run: {env['peak_rss_mib_max']} MiB",
+                  f"- git revision(s) of the runs: {', '.join(r[:12] for r in env['git_revisions'])}",
+                  f"- run command, e.g.: `{env['commands'][0]}`", ""]
+    return "\n".join(lines)
+
+
+def _all_seeds(result):
+    return sorted({s for c in result["claims"].values() for s in c["seeds"]})
+
+
+def plot(result: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    claims = list(result["claims"].values())
+    fig, axes = plt.subplots(1, len(claims), figsize=(2.6 * len(claims) + 0.6, 3.4), squeeze=False)
+    colors = {"reproduced": "tab:green", "below": "tab:red", "above": "tab:orange", "inconclusive": "tab:gray"}
+    for ax, c in zip(axes[0], claims):
+        pub, tol = c["published"], c["tolerance"]
+        ax.axhspan(pub - tol, pub + tol, color="tab:blue", alpha=0.15, lw=0)
+        ax.axhline(pub, color="tab:blue", lw=1.5, label="published")
+        xs = [0.0 + 0.04 * (i - (len(c["values"]) - 1) / 2) for i in range(len(c["values"]))]
+        ax.scatter(xs, c["values"], s=18, color="black", zorder=3, label="seeds")
+        s = c.get("summary")
+        if s and s["ci_low"] is not None:
+            ax.errorbar([0.25], [s["mean"]], yerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]],
+                        fmt="o", color=colors[c["verdict"]], capsize=4, label="mean, 95% CI")
+        ax.set_xlim(-0.5, 0.75)
+        ax.set_xticks([])
+        ax.set_title(f"{c['recipe']}\n{c['verdict']}", fontsize=9, color=colors[c["verdict"]])
+        ax.set_ylabel(f"{c['metric']} ({c['split']})", fontsize=8)
+        ax.tick_params(labelsize=8)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(result["title"], fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def report(name: str) -> list:
+    result = read_json(paths.reports_dir() / f"{name}.json")
+    out = paths.reports_dir()
+    seeds_rows = [{"recipe": c["recipe"], "metric": c["metric"], "seed": s, "value": v, "published": c["published"]}
+                  for c in result["claims"].values() for s, v in zip(c["seeds"], c["values"])]
+    return [
+        atomic_write_text(out / f"{name}.md", markdown(result)),
+        atomic_write_text(out / f"{name}.csv", _csv(summary_rows(result), COLUMNS)),
+        atomic_write_text(out / f"{name}_seeds.csv", _csv(seeds_rows, ["recipe", "metric", "seed", "value", "published"])),
+        atomic_write_bytes(out / f"{name}.png", plot(result)),
+    ]
