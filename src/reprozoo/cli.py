@@ -35,8 +35,13 @@ def cmd_list(args) -> int:
         for f in family_names():
             fam = get_family(f)
             print(f"  {f:<28} models: {', '.join(fam.models.names())}; datasets: {', '.join(fam.datasets.names())}")
-    if what == "tricks":
-        print("tricks: none registered yet")
+    if what in ("all", "tricks"):
+        from .tricks import TRICKS
+
+        print("tricks:" + ("" if TRICKS.names() else " none registered yet"))
+        for t in TRICKS.names():
+            info = TRICKS.info(t)
+            print(f"  {t:<28} families: {', '.join(info.get('families', ()))}; source: {info.get('source', '')}")
     return 0
 
 
@@ -91,14 +96,17 @@ def cmd_pipeline(args) -> int:
     from .claims import list_baselines
     from .pipeline import is_current, pipeline_file, write
 
-    names = list_baselines() if args.baseline == "all" else [args.baseline]
+    from .pipeline import load_params
+
+    names = [b for b in list_baselines() if b in load_params()] if args.baseline == "all" else [args.baseline]
     stale = []
     for name in names:
         if args.check:
             if not is_current(name):
                 stale.append(name)
         else:
-            print(f"wrote {write(name)}")
+            for path in write(name):
+                print(f"wrote {path}")
     if stale:
         print("out of date (run `reprozoo pipeline NAME`): " + ", ".join(str(pipeline_file(n)) for n in stale), file=sys.stderr)
         return 1

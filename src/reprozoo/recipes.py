@@ -18,13 +18,14 @@ from . import paths
 from .errors import ConfigError
 from .families import family_names, get_family
 from .schema import Field, ListOf, Section
+from .tricks import TrickField, check_family
 
 CORE_FIELDS = {
     "family": Field(str, choices=family_names, doc="task family that trains this recipe"),
     "description": Field(str, default="", doc="one line for `reprozoo list`"),
     "source": Field(str, default="", doc="where the published setup is described"),
     "deviations": ListOf(Field(str), doc="every known deviation from the published setup, with its reason"),
-    "tricks": ListOf(Field((str, dict)), doc="named tricks applied on top of the recipe"),
+    "tricks": ListOf(TrickField(), doc="named tricks applied on top of the recipe (`reprozoo list tricks`)"),
 }
 
 
@@ -151,4 +152,6 @@ def validate_recipe(raw: dict, file: Path) -> dict:
     if "family" not in raw:
         raise ConfigError(file, "family", "missing required key", family_names())
     Section(CORE_FIELDS).fields["family"].validate(raw["family"], file, "family")
-    return recipe_schema(raw["family"]).validate(raw, file, "")
+    config = recipe_schema(raw["family"]).validate(raw, file, "")
+    check_family(config["tricks"], config["family"], file)
+    return config

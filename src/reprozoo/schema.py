@@ -18,8 +18,10 @@ _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", 
 
 
 def _type_name(types) -> str:
+    """'an integer', 'a string or a mapping'."""
     types = types if isinstance(types, tuple) else (types,)
-    return " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in types)
+    names = [_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in types]
+    return " or ".join(("an " if n[0] in "aeiou" else "a ") + n for n in names)
 
 
 def _is_instance(value, types) -> bool:
@@ -46,7 +48,7 @@ class Field:
         if value is None and (self.nullable or self.default is None):
             return None
         if not _is_instance(value, self.types):
-            raise ConfigError(file, key, f"expected a {_type_name(self.types)}, got {value!r}")
+            raise ConfigError(file, key, f"expected {_type_name(self.types)}, got {value!r}")
         choices = self.choices() if callable(self.choices) else self.choices
         if choices is not None and value not in choices:
             raise ConfigError(file, key, f"unknown value {value!r}", choices)
@@ -135,7 +137,7 @@ class Component:
             if pname in kwargs:
                 v = kwargs[pname]
                 if p.default is not inspect.Parameter.empty and p.default is not None and not _is_instance(v, type(p.default)):
-                    raise ConfigError(file, _join(key, pname), f"expected a {_type_name(type(p.default))}, got {v!r}")
+                    raise ConfigError(file, _join(key, pname), f"expected {_type_name(type(p.default))}, got {v!r}")
                 out[pname] = v
             elif p.default is inspect.Parameter.empty:
                 raise ConfigError(file, _join(key, pname), f"missing required parameter of {self.registry.kind} {name!r}")

@@ -128,11 +128,16 @@ def _floor(s, claim_std, claim_n, confidence):
 
 
 def _seeds_needed(mean, s, value, claim_std, claim_n, tol, margin, confidence, start):
-    """Smallest seed count at which the same mean and spread would give a decisive verdict."""
-    if _floor(s, claim_std, claim_n, confidence) > tol + margin and abs(mean - value) <= tol:
+    """Smallest seed count at which the same mean and spread would give a decisive verdict.
+
+    The interval only narrows as seeds are added (towards the claim's own spread), so a decision,
+    once reached, stays: check the limit, then bisect."""
+    decided = lambda k: _decide(*_interval(mean, s, k, value, claim_std, claim_n, confidence)[1:3], tol, margin) != "inconclusive"  # noqa: E731
+    d, half = mean - value, _floor(s, claim_std, claim_n, confidence)
+    if _decide(d - half, d + half, tol, margin) == "inconclusive" or not decided(MAX_SEEDS):
         return None
-    for k in range(start, MAX_SEEDS + 1):
-        _, lo, hi, _ = _interval(mean, s, k, value, claim_std, claim_n, confidence)
-        if _decide(lo, hi, tol, margin) != "inconclusive":
-            return k
-    return None
+    lo, hi = start, MAX_SEEDS
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decided(mid) else (mid + 1, hi)
+    return lo

@@ -1,0 +1,44 @@
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """\
+extends: mnist1d_mlp
+description: "test: MLP for {iters} steps"
+schedule: {{iters: {iters}}}
+eval: {{interval: {interval}}}
+checkpoint_interval: {ckpt}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A scratch reprozoo project: the repo's recipes and claims plus a tiny recipe, cwd set to it."""
+    root = tmp_path / "proj"
+    shutil.copytree(REPO / "recipes", root / "recipes")
+    shutil.copytree(REPO / "baselines", root / "baselines")
+    write(root / "recipes/classification/tiny_mlp.yaml", TINY.format(iters=300, interval=100, ckpt=100))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("REPROZOO_ROOT", str(root))
+    monkeypatch.delenv("REPROZOO_DATA", raising=False)
+    return root
+
+
+def reprozoo(*args, cwd, check=True, env=None, **kw):
+    """Run the CLI in a subprocess, as a user (or DVC) would."""
+    cmd = [sys.executable, "-m", "reprozoo.cli", *map(str, args)]
+    full_env = {**os.environ, "REPROZOO_ROOT": str(cwd), **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=check, **kw)

@@ -1,0 +1,76 @@
+"""End to end: a reduced baseline through `dvc repro` in a scratch copy of the repository."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, TINY, write
+
+BIN = str(Path(sys.executable).parent)
+
+
+def test_committed_pipelines_are_current():
+    out = subprocess.run([sys.executable, "-m", "reprozoo.cli", "pipeline", "all", "--check"], cwd=REPO,
+                         capture_output=True, text=True, env={**os.environ, "REPROZOO_ROOT": str(REPO)})
+    assert out.returncode == 0, out.stderr
+
+
+def _copy_repo(dst: Path) -> Path:
+    for name in ("src", "recipes", "baselines", ".dvc", "pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        else:
+            shutil.copy2(src, dst / name)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dst, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dst, check=True)
+    return dst
+
+
+def _repro(root: Path, *args) -> tuple[str, list[str]]:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "REPROZOO_ROOT": str(root)}
+    out = subprocess.run([os.path.join(BIN, "dvc"), "repro", *args], cwd=root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout, [s.split(":")[-1] for s in re.findall(r"Running stage '([^']+)'", out.stdout)]
+
+
+def test_reduced_baseline_through_dvc(tmp_path):
+    root = _copy_repo(tmp_path / "repo")
+    write(root / "recipes/classification/tiny_mlp.yaml", TINY.format(iters=200, interval=100, ckpt=100))
+    write(root / "baselines/tiny.yaml", """\
+        title: Tiny test baseline
+        source: {paper: "A made-up paper for the test", table: "Table 1"}
+        defaults: {metric: accuracy, split: test, tolerance: 0.5}
+        claims:
+          - {recipe: tiny_mlp, value: 10}
+        """)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tiny"] = {"seeds": [0, 1]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "REPROZOO_ROOT": str(root)}
+    subprocess.run([sys.executable, "-m", "reprozoo.cli", "pipeline", "tiny"], cwd=root, env=env, check=True)
+    target = "pipelines/tiny/dvc.yaml"
+
+    _, ran = _repro(root, target)
+    assert ran == ["prepare_mnist1d", "train_tiny_mlp@0", "train_tiny_mlp@1", "compare_tiny", "report_tiny"]
+    report = (root / "reports/tiny.md").read_text()
+    assert "| tiny_mlp | accuracy (test) | 10 |" in report and "**above**" in report  # far above chance
+    assert (root / "reports/tiny.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (root / "reports/tiny_seeds.csv").read_text().splitlines()
+    assert rows[0] == "recipe,metric,seed,value,published" and len(rows) == 3
+
+    out, ran = _repro(root, target)
+    assert ran == [], out  # a second repro is a no-op
+
+    params["tiny"]["seeds"] = [0, 1, 2]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _, ran = _repro(root, target)
+    assert ran == ["train_tiny_mlp@2", "compare_tiny", "report_tiny"]  # only the new seed trains
+    assert len((root / "reports/tiny_seeds.csv").read_text().splitlines()) == 4
+    assert not (root / "runs/mnist1d_cnn").exists()  # the default pipeline was not pulled in
