@@ -33,9 +33,9 @@ def _copy_repo(dst: Path) -> Path:
     return dst
 
 
-def _repro(root: Path, *args) -> tuple[str, list[str]]:
+def _repro(root: Path, *args, command="repro") -> tuple[str, list[str]]:
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "REPROZOO_ROOT": str(root)}
-    out = subprocess.run([os.path.join(BIN, "dvc"), "repro", *args], cwd=root, env=env, capture_output=True, text=True)
+    out = subprocess.run([os.path.join(BIN, "dvc"), *command.split(), *args], cwd=root, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout, [s.split(":")[-1] for s in re.findall(r"Running stage '([^']+)'", out.stdout)]
 
@@ -58,7 +58,8 @@ def test_reduced_baseline_through_dvc(tmp_path):
     target = "pipelines/tiny/dvc.yaml"
 
     _, ran = _repro(root, target)
-    assert ran == ["prepare_mnist1d", "train_tiny_mlp@0", "train_tiny_mlp@1", "compare_tiny", "report_tiny"]
+    assert sorted(ran) == ["compare_tiny", "prepare_mnist1d", "report_tiny", "train_tiny_mlp@0", "train_tiny_mlp@1"]
+    assert ran[0] == "prepare_mnist1d" and ran[-2:] == ["compare_tiny", "report_tiny"]
     report = (root / "reports/tiny.md").read_text()
     assert "| tiny_mlp | accuracy (test) | 10 |" in report and "**above**" in report  # far above chance
     assert (root / "reports/tiny.png").read_bytes()[:4] == b"\x89PNG"
@@ -74,3 +75,8 @@ def test_reduced_baseline_through_dvc(tmp_path):
     assert ran == ["train_tiny_mlp@2", "compare_tiny", "report_tiny"]  # only the new seed trains
     assert len((root / "reports/tiny_seeds.csv").read_text().splitlines()) == 4
     assert not (root / "runs/mnist1d_cnn").exists()  # the default pipeline was not pulled in
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "3 seeds"], cwd=root, check=True)
+    out, ran = _repro(root, target, "-S", "tiny.seeds=[0,1]", command="exp run")
+    assert ran == ["compare_tiny", "report_tiny"], out  # an override reuses the runs it already has
+    assert "Ran experiment" in out
