@@ -16,6 +16,9 @@ def test_prepared_mnist1d_is_the_papers_default_split(project):
     ref = make_dataset(get_dataset_args())  # generated offline with seed 42, as upstream
     assert np.array_equal(train.x.numpy(), ref["x"].astype(np.float32))
     assert np.array_equal(test.y.numpy(), ref["y_test"])
+    # preparing again gives the same bytes, so DVC sees the same dataset
+    files = {f.name: f.read_bytes() for f in d.iterdir()}
+    assert {f.name: f.read_bytes() for f in prepare("classification", "mnist1d", force=True).iterdir()} == files
     batch = train[list(range(100, 200))]  # one gather per batch, upstream's x[bix:bix+100]
     assert torch.equal(batch["inputs"], train.x[100:200]) and torch.equal(batch["labels"], train.y[100:200])
 

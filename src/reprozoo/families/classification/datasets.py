@@ -20,6 +20,7 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __init__(self, x, y):
         self.x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.metainfo = {"num_classes": int(self.y.max()) + 1 if len(self.y) else 0}
 
     def __len__(self):
         return len(self.y)
@@ -44,14 +45,16 @@ class MNIST1D:
         args = get_dataset_args()
         args.shuffle_seq = self.shuffle_seq
         d = make_dataset(args)
-        buf = io.BytesIO()
-        np.savez(buf, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"], t=d["t"])
-        atomic_write_bytes(Path(out_dir) / "mnist1d.npz", buf.getvalue())
+        for key in ("x", "y", "x_test", "y_test", "t"):
+            # one .npy per array: unlike .npz (a zip with timestamps), equal data gives equal bytes,
+            # so re-preparing does not change the DVC hash and re-train everything
+            buf = io.BytesIO()
+            np.save(buf, d[key])
+            atomic_write_bytes(Path(out_dir) / f"{key}.npy", buf.getvalue())
 
     def load(self, data_dir: Path, split: str) -> ArrayDataset:
-        with np.load(Path(data_dir) / "mnist1d.npz") as d:
-            key = "" if split == "train" else "_test"
-            return ArrayDataset(d["x" + key], d["y" + key])
+        key = "" if split == "train" else "_test"
+        return ArrayDataset(np.load(Path(data_dir) / f"x{key}.npy"), np.load(Path(data_dir) / f"y{key}.npy"))
 
 
 @DATASETS.register("mnist1d_shuffled", source="greydanus/mnist1d README, 'MNIST-1D (shuffle)' row: shuffle_seq=True")

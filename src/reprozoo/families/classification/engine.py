@@ -39,7 +39,7 @@ class Classifier(BaseModel):
 class Accuracy(BaseMetric):
     """Top-1 accuracy in percent."""
 
-    default_prefix = None
+    default_prefix = ""  # metric keys stay plain ("accuracy"); None makes mmengine warn
 
     def process(self, data_batch, data_samples) -> None:
         for pred, labels in data_samples:
@@ -107,7 +107,8 @@ def build_runner(recipe, seed, ctx) -> Runner:
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=e["interval"], log_metric_by_epoch=False),
             param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=cfg["checkpoint_interval"], max_keep_ckpts=1),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=cfg["checkpoint_interval"], max_keep_ckpts=1,
+                            save_param_scheduler=bool(_schedulers(s))),
             sampler_seed=None,  # InfiniteSampler reshuffles by itself; our loader has no batch_sampler
         ),
         custom_hooks=[dict(type="ResumeStateHook"), dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
