@@ -33,7 +33,8 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
     baseline = load_baseline(name, recipe_names())
     if seeds is None and name in load_params():
         seeds = baseline_params(name)["seeds"]
-    out = {"baseline": name, "title": baseline.title, "description": baseline.description, "claims": {}}
+    out = {"baseline": name, "title": baseline.title, "description": baseline.description, "claims": {},
+           "order": [c.label for c in baseline.claims]}  # the JSON's keys are sorted; reports keep the file's order
     envs = []
     for c in baseline.claims:
         done = existing_seeds(c.recipe)

@@ -126,7 +126,8 @@ def render(name: str) -> str:
     stages[f"compare_{name}"] = {
         **common,
         "cmd": f"reprozoo compare {name}",
-        "deps": [f"baselines/{name}.yaml", "src/reprozoo/stats.py", *(f"runs/{r.name}" for r in recipes)],
+        "deps": [f"baselines/{name}.yaml", "src/reprozoo/compare.py", "src/reprozoo/claims.py", "src/reprozoo/stats.py",
+                 *(f"runs/{r.name}" for r in recipes)],
         "params": [f"{name}.seeds"],
         "metrics": [{f"reports/{name}.json": {"cache": False}}],
     }

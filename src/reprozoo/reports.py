@@ -12,13 +12,17 @@ COLUMNS = ["recipe", "metric", "split", "published", "source", "n", "mean", "std
            "difference", "interval_low", "interval_high", "tolerance", "margin", "verdict", "seeds_needed"]
 
 
+def _claims(result: dict) -> list[dict]:
+    return [result["claims"][k] for k in result.get("order", result["claims"])]
+
+
 def _fmt(x, nd=2):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
 def summary_rows(result: dict) -> list[dict]:
     rows = []
-    for c in result["claims"].values():
+    for c in _claims(result):
         s = c.get("summary") or {}
         rows.append({"recipe": c["recipe"], "metric": c["metric"], "split": c["split"], "published": c["published"],
                      "source": c["source"], "n": s.get("n", 0), "mean": s.get("mean"), "std": s.get("std"),
@@ -59,11 +63,11 @@ def markdown(result: dict) -> str:
     lines += ["", f"![per-seed results against the published values]({name}.png)", "", "## Per seed", "",
               "| recipe | " + " | ".join(f"seed {s}" for s in _all_seeds(result)) + " |",
               "|---|" + "---:|" * len(_all_seeds(result))]
-    for c in result["claims"].values():
+    for c in _claims(result):
         vals = dict(zip(c["seeds"], c["values"]))
         lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in _all_seeds(result)) + " |")
     lines += ["", "## Sources", ""]
-    for c in result["claims"].values():
+    for c in _claims(result):
         lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))
     lines += ["", "## How to read the verdict", "",
               "The interval is for ours − published: our seed spread plus the published value's own (its std "
@@ -84,7 +88,7 @@ def markdown(result: dict) -> str:
 
 
 def _all_seeds(result):
-    return sorted({s for c in result["claims"].values() for s in c["seeds"]})
+    return sorted({s for c in _claims(result) for s in c["seeds"]})
 
 
 def plot(result: dict) -> bytes:
@@ -93,7 +97,7 @@ def plot(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    claims = list(result["claims"].values())
+    claims = _claims(result)
     fig, axes = plt.subplots(1, len(claims), figsize=(2.6 * len(claims) + 0.6, 3.4), squeeze=False)
     colors = {"reproduced": "tab:green", "below": "tab:red", "above": "tab:orange", "inconclusive": "tab:gray"}
     for ax, c in zip(axes[0], claims):
@@ -124,7 +128,7 @@ def report(name: str) -> list:
     result = read_json(paths.reports_dir() / f"{name}.json")
     out = paths.reports_dir()
     seeds_rows = [{"recipe": c["recipe"], "metric": c["metric"], "seed": s, "value": v, "published": c["published"]}
-                  for c in result["claims"].values() for s, v in zip(c["seeds"], c["values"])]
+                  for c in _claims(result) for s, v in zip(c["seeds"], c["values"])]
     return [
         atomic_write_text(out / f"{name}.md", markdown(result)),
         atomic_write_text(out / f"{name}.csv", _csv(summary_rows(result), COLUMNS)),
