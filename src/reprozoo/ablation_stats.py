@@ -1,0 +1,87 @@
+"""Paired statistics for ablations: each arm against its reference arm, matched by seed.
+
+For every row: the mean paired difference (arm − reference, signed so that positive is better),
+its 95% CI from the paired t distribution and from a paired BCa bootstrap (scipy.stats), the
+probability of improvement (share of seeds where the arm beats the reference, ties counting half),
+and a paired-t p-value corrected for the number of rows with Holm's method (statsmodels).
+
+adopt: "yes" when the corrected test is significant, the gain is positive and it exceeds the
+reference arm's seed-to-seed std (the tuning playbook: adopt only what clearly beats the noise);
+"no" when the change is significantly harmful; otherwise "unclear".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    arm: str
+    reference: str
+    seeds: tuple[int, ...]
+    mean: float  # arm mean over the paired seeds
+    reference_mean: float
+    difference: float  # signed: positive = better
+    ci_low: float
+    ci_high: float
+    boot_low: float
+    boot_high: float
+    p_value: float
+    p_holm: float
+    prob_improvement: float
+    reference_std: float
+    adopt: str
+
+
+def pair(arm: dict[int, float], reference: dict[int, float]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    seeds = tuple(sorted(set(arm) & set(reference)))
+    return seeds, np.array([arm[s] for s in seeds], float), np.array([reference[s] for s in seeds], float)
+
+
+def _bootstrap(d: np.ndarray, seed: int) -> tuple[float, float]:
+    if len(d) < 3 or np.ptp(d) == 0:
+        return (float(d.mean()),) * 2 if len(d) and np.ptp(d) == 0 else (math.nan, math.nan)
+    res = stats.bootstrap((d,), np.mean, n_resamples=9999, method="BCa", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def compare_rows(rows: list[tuple[str, str, dict[int, float], dict[int, float]]], *, higher_is_better: bool = True,
+                 alpha: float = 0.05, bootstrap_seed: int = 0) -> list[PairedRow]:
+    """`rows`: (arm, reference, {seed: arm value}, {seed: reference value}); Holm-corrects across rows."""
+    from statsmodels.stats.multitest import multipletests
+
+    sign = 1.0 if higher_is_better else -1.0
+    partial = []
+    for arm, ref, a, r in rows:
+        seeds, x, y = pair(a, r)
+        if len(seeds) < 2:
+            raise ValueError(f"{arm} vs {ref}: needs at least 2 seeds run by both, has {list(seeds)}")
+        d = sign * (x - y)
+        if np.ptp(d) == 0:  # identical differences: the t test is undefined, the effect is exact
+            lo = hi = float(d.mean())
+            p = 0.0 if d.mean() != 0 else 1.0
+        else:
+            t = stats.ttest_rel(sign * x, sign * y)
+            ci = t.confidence_interval(1 - alpha)
+            lo, hi, p = float(ci.low), float(ci.high), float(t.pvalue)
+        blo, bhi = _bootstrap(d, bootstrap_seed)
+        prob = float(np.mean((d > 0) + 0.5 * (d == 0)))
+        partial.append((arm, ref, seeds, x, y, d, lo, hi, blo, bhi, p, prob))
+    p_holm = multipletests([r[10] for r in partial], alpha=alpha, method="holm")[1]
+    out = []
+    for (arm, ref, seeds, x, y, d, lo, hi, blo, bhi, p, prob), ph in zip(partial, p_holm):
+        ref_std = float(y.std(ddof=1))
+        gain = float(d.mean())
+        if ph < alpha and gain > 0 and gain > ref_std:
+            adopt = "yes"
+        elif ph < alpha and gain < 0:
+            adopt = "no"
+        else:
+            adopt = "unclear"
+        out.append(PairedRow(arm, ref, seeds, float(x.mean()), float(y.mean()), gain, lo, hi, blo, bhi, p, float(ph),
+                             prob, ref_std, adopt))
+    return out
