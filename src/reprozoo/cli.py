@@ -94,9 +94,7 @@ def cmd_report(args) -> int:
 
 def cmd_pipeline(args) -> int:
     from .claims import list_baselines
-    from .pipeline import is_current, pipeline_file, write
-
-    from .pipeline import load_params
+    from .pipeline import is_current, load_params, pipeline_file, write
 
     names = [b for b in list_baselines() if b in load_params()] if args.baseline == "all" else [args.baseline]
     stale = []

@@ -17,15 +17,15 @@ import yaml
 from . import paths
 from .errors import ConfigError
 from .families import family_names, get_family
-from .schema import Field, ListOf, Section
-from .tricks import TrickField, check_family
+from .schema import Component, Field, ListOf, Section
+from .tricks import TRICKS, check_family
 
 CORE_FIELDS = {
     "family": Field(str, choices=family_names, doc="task family that trains this recipe"),
     "description": Field(str, default="", doc="one line for `reprozoo list`"),
     "source": Field(str, default="", doc="where the published setup is described"),
     "deviations": ListOf(Field(str), doc="every known deviation from the published setup, with its reason"),
-    "tricks": ListOf(TrickField(), doc="named tricks applied on top of the recipe (`reprozoo list tricks`)"),
+    "tricks": ListOf(Component(TRICKS), doc="named tricks applied on top of the recipe (`reprozoo list tricks`)"),
 }
 
 

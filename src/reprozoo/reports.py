@@ -48,6 +48,7 @@ def repro_command(name: str) -> str:
 def markdown(result: dict) -> str:
     name = result["baseline"]
     rows = summary_rows(result)
+    seeds = _all_seeds(result)
     lines = [f"# {result['title']}", "", result["description"], "",
              f"Produced by `{repro_command(name)}` (stages `compare_{name}`, `report_{name}`); "
              f"raw numbers in [`{name}.json`]({name}.json), per-seed values in [`{name}_seeds.csv`]({name}_seeds.csv).", "",
@@ -61,11 +62,11 @@ def markdown(result: dict) -> str:
                      f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']}) | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
                      f"{_fmt(r['difference'], 2)} [{_fmt(r['interval_low'])}, {_fmt(r['interval_high'])}] | {verdict} |")
     lines += ["", f"![per-seed results against the published values]({name}.png)", "", "## Per seed", "",
-              "| recipe | " + " | ".join(f"seed {s}" for s in _all_seeds(result)) + " |",
-              "|---|" + "---:|" * len(_all_seeds(result))]
+              "| recipe | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---:|" * len(seeds)]
     for c in _claims(result):
         vals = dict(zip(c["seeds"], c["values"]))
-        lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in _all_seeds(result)) + " |")
+        lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in seeds) + " |")
     lines += ["", "## Sources", ""]
     for c in _claims(result):
         lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))

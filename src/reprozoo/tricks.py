@@ -8,18 +8,8 @@ from __future__ import annotations
 
 from .errors import ConfigError
 from .registry import Registry
-from .schema import Component
 
 TRICKS = Registry("trick")
-
-
-class TrickField:
-    """One entry of a recipe's `tricks` list."""
-
-    default = None
-
-    def validate(self, value, file, key):
-        return Component(TRICKS).validate(value, file, key)
 
 
 def check_family(tricks: list[dict], family: str, file) -> None:
