@@ -154,4 +154,7 @@ def validate_recipe(raw: dict, file: Path) -> dict:
     Section(CORE_FIELDS).fields["family"].validate(raw["family"], file, "family")
     config = recipe_schema(raw["family"]).validate(raw, file, "")
     check_family(config["tricks"], config["family"], file)
+    family = get_family(config["family"])
+    if hasattr(family, "check"):
+        family.check(config, file)
     return config

@@ -1,8 +1,10 @@
-"""The trick registry: named, documented changes to a recipe (cosine schedule, EMA, mixup...).
+"""The trick library: named, documented changes to a recipe (cosine schedule, EMA, mixup...).
 
-A trick declares the families it supports, its parameters and the paper it comes from. Recipes
-list tricks by name (`tricks: [cosine]`) or with parameters (`tricks: [{name: ema, momentum: 0.999}]`);
-an unknown trick, or one its family does not support, is an error.
+Each trick is declared here once: its parameters with defaults (the signature), the families that
+implement it and the paper it comes from. How a trick changes a run is the family's business
+(`families/<family>/tricks.py`). Recipes list tricks by name (`tricks: [cosine]`) or with
+parameters (`tricks: [{name: ema, momentum: 0.001}]`); an unknown trick, one its family does not
+implement, or one that would change nothing in the recipe is an error.
 """
 from __future__ import annotations
 
@@ -10,10 +12,99 @@ from .errors import ConfigError
 from .registry import Registry
 
 TRICKS = Registry("trick")
+VISION = ("classification",)
+
+
+def _trick(name: str, source: str, families=VISION):
+    return TRICKS.register(name, families=families, source=source)
+
+
+@_trick("cosine", "Loshchilov & Hutter, SGDR, ICLR 2017 (cosine annealing without restarts)")
+def cosine():
+    """Cosine learning-rate decay to 0 over the whole schedule (after any warmup)."""
+
+
+@_trick("warmup", "Goyal et al., Accurate, Large Minibatch SGD, 2017, sec. 2.2 (gradual warmup)")
+def warmup(fraction: float = 0.05, start_factor: float = 0.1):
+    """Linear learning-rate warmup over the first `fraction` of the iterations, from `start_factor` x lr."""
+
+
+@_trick("label_smoothing", "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016, sec. 7")
+def label_smoothing(epsilon: float = 0.1):
+    """Cross-entropy against targets smoothed by `epsilon` towards the uniform distribution."""
+
+
+@_trick("mixup", "Zhang et al., mixup: Beyond Empirical Risk Minimization, ICLR 2018")
+def mixup(alpha: float = 0.2):
+    """Train on convex combinations of sample pairs and their labels, weight ~ Beta(alpha, alpha)."""
+
+
+@_trick("cutmix", "Yun et al., CutMix, ICCV 2019")
+def cutmix(alpha: float = 1.0):
+    """Paste a random region from another sample; labels mixed by the pasted area."""
+
+
+@_trick("random_erasing", "Zhong et al., Random Erasing Data Augmentation, AAAI 2020 (cutout: DeVries & Taylor 2017)")
+def random_erasing(p: float = 0.5, min_area: float = 0.02, max_area: float = 0.33, value: float = 0.0):
+    """With probability p, set a random region of each training input (area fraction in [min, max]) to `value`."""
+
+
+@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage")
+def ema(momentum: float = 0.0002):
+    """Evaluate an exponential moving average of the weights: ema = (1 - momentum) * ema + momentum * w."""
+
+
+@_trick("no_bias_decay", "Goyal et al. 2017 / He et al., Bag of Tricks, CVPR 2019, sec. 3.1")
+def no_bias_decay():
+    """No weight decay on biases and normalisation parameters (MMEngine paramwise_cfg)."""
+
+
+@_trick("zero_init_residual", "Goyal et al. 2017, sec. 5.1; He et al., Bag of Tricks, CVPR 2019, sec. 3.1")
+def zero_init_residual():
+    """Zero-initialise the last normalisation layer's scale in each residual block."""
+
+
+@_trick("clip_grad", "Pascanu et al., On the difficulty of training RNNs, ICML 2013")
+def clip_grad(max_norm: float = 1.0):
+    """Clip the global gradient norm to `max_norm` (MMEngine optim_wrapper.clip_grad)."""
+
+
+@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe")
+def longer_schedule(factor: float = 2.0):
+    """Multiply the number of iterations (and every milestone and warmup length) by `factor`."""
+
+
+@_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1")
+def hflip_tta():
+    """Test-time augmentation: average the softmax of the input and of its flip along the last axis."""
+
+
+@_trick("trivialaugment", "Mueller & Hutter, TrivialAugment, ICCV 2021 (torchvision TrivialAugmentWide)")
+def trivialaugment():
+    """One random image operation at a random strength per training image (images only)."""
+
+
+@_trick("autoaugment", "Cubuk et al., AutoAugment, CVPR 2019 (torchvision AutoAugment, CIFAR10 policy)")
+def autoaugment(policy: str = "cifar10"):
+    """The learned AutoAugment policy (cifar10, imagenet or svhn) per training image (images only)."""
 
 
 def check_family(tricks: list[dict], family: str, file) -> None:
+    names = [t["name"] for t in tricks]
     for i, t in enumerate(tricks):
         families = TRICKS.info(t["name"]).get("families", ())
         if family not in families:
-            raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} does not support family {family!r}", families)
+            supported = [n for n in TRICKS.names() if family in TRICKS.info(n).get("families", ())]
+            raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} is not available for family {family!r}", supported)
+        if names.index(t["name"]) != i:
+            raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} is listed twice")
+
+
+def label(trick: dict) -> str:
+    """`ema` for default parameters, `ema(momentum=0.001)` otherwise: how tables and arm names show a trick."""
+    import inspect
+
+    params = inspect.signature(TRICKS.get(trick["name"])).parameters
+    changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trick.items()
+               if k != "name" and v != params[k].default]
+    return f"{trick['name']}({','.join(changed)})" if changed else trick["name"]

@@ -2,7 +2,10 @@
 
 - `name`, `schema` (the recipe sections it understands, see `reprozoo.schema`),
 - `models`, `datasets` (`reprozoo.registry.Registry`),
-- `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`.
+- `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`,
+- optionally `check(config, file)`: recipe checks beyond the schema (tricks the model cannot take).
+
+Tricks are declared in `reprozoo.tricks` and implemented by each family that lists them.
 
 The core imports a family only when a recipe names it, so one family's heavy dependencies
 (MMDetection, Transformers) never load for another.

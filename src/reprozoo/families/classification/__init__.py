@@ -48,6 +48,12 @@ class ClassificationFamily:
     def prepare(self, dataset: str, out_dir: Path) -> None:
         DATASETS.get(dataset)().prepare(out_dir)
 
+    def check(self, config: dict, file) -> None:
+        """Reject tricks that this recipe's model or dataset cannot take, or that change nothing."""
+        from .tricks import check
+
+        check(config, file)
+
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train
 

@@ -15,23 +15,47 @@ from torch.utils.data import BatchSampler, DataLoader
 from ...datasets_store import ensure_prepared
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
-from . import OPTIMIZERS
+from . import OPTIMIZERS, tricks
 from .datasets import DATASETS
 from .models import MODELS
 
 
 class Classifier(BaseModel):
-    """Cross-entropy classifier around any network that maps inputs to logits."""
+    """Cross-entropy classifier around any network that maps inputs to logits.
 
-    def __init__(self, net: torch.nn.Module):
+    The keyword arguments are where tricks act on the model (see `tricks.py`): label smoothing,
+    per-sample augmentations (random erasing, AutoAugment/TrivialAugment) and MixUp/CutMix in the
+    training step, flip test-time augmentation in prediction.
+    """
+
+    def __init__(self, net: torch.nn.Module, num_classes: int, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, erasing: dict | None = None, policy: str | None = None,
+                 tta_flip: bool = False, zero_init_residual: bool = False):
         super().__init__()
         self.net = net
+        self.num_classes, self.label_smoothing, self.tta_flip = num_classes, label_smoothing, tta_flip
+        self.mixup_alpha, self.cutmix_alpha, self.erasing, self.policy = mixup_alpha, cutmix_alpha, erasing, policy
+        if zero_init_residual:
+            net.zero_init_residual()
+
+    def augment(self, inputs, labels):
+        """The training batch as the network sees it (the sanity checks audit exactly this)."""
+        if self.policy:
+            inputs = tricks.policy_augment(inputs, self.policy)
+        if self.erasing:
+            inputs = tricks.random_erasing(inputs, **self.erasing)
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            inputs, labels = tricks.mix(inputs, labels, self.num_classes, self.mixup_alpha, self.cutmix_alpha)
+        return inputs, labels
 
     def forward(self, inputs, labels=None, mode="tensor"):
-        logits = self.net(inputs)
         if mode == "loss":
-            return {"loss": F.cross_entropy(logits, labels)}
+            inputs, targets = self.augment(inputs, labels)
+            return {"loss": F.cross_entropy(self.net(inputs), targets, label_smoothing=self.label_smoothing)}
+        logits = self.net(inputs)
         if mode == "predict":
+            if self.tta_flip:
+                logits = logits.softmax(-1) + self.net(inputs.flip(-1)).softmax(-1)
             return [(logits.argmax(-1), labels)]
         return logits
 
@@ -78,8 +102,9 @@ def batch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, infinite
     return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
 
 
-def build_runner(recipe, seed, ctx) -> Runner:
-    cfg = recipe.config
+def runner_config(recipe, seed, ctx) -> dict:
+    """The keyword arguments of MMEngine's Runner for this recipe and seed, tricks applied."""
+    cfg = tricks.patch_recipe(recipe.config)
     seed_everything(seed, deterministic=True, threads=ctx.threads)
     use_weights_only_loading()
     dataset = DATASETS.get(cfg["dataset"]["name"])()
@@ -93,8 +118,8 @@ def build_runner(recipe, seed, ctx) -> Runner:
         truncate_curves(ctx.curves_dir, resumed)
     s, e = cfg["schedule"], cfg["eval"]
     eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
-    return Runner(
-        model=Classifier(net),
+    runner_cfg = dict(
+        model=dict(net=net, num_classes=dataset.num_classes),
         work_dir=str(ctx.work_dir),
         experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
         train_dataloader=batch_loader(train_set, s["batch_size"], shuffle=s["shuffle"], seed=seed, infinite=True),
@@ -120,6 +145,12 @@ def build_runner(recipe, seed, ctx) -> Runner:
         resume=True,
         default_scope="mmengine",
     )
+    return tricks.patch_runner(runner_cfg, cfg["tricks"])
+
+
+def build_runner(recipe, seed, ctx) -> Runner:
+    runner_cfg = runner_config(recipe, seed, ctx)
+    return Runner(model=Classifier(**runner_cfg.pop("model")), **runner_cfg)
 
 
 def train(recipe, seed, ctx) -> dict:
