@@ -11,6 +11,7 @@ EPILOG = """examples:
   reprozoo run mnist1d_cnn --seed 0  train one recipe with one seed into runs/mnist1d_cnn/seed0/
   reprozoo compare mnist1d           verdicts of baselines/mnist1d.yaml against the runs
   reprozoo report mnist1d            reports/mnist1d.{md,csv,png} from the verdicts
+  reprozoo ablate mnist1d_cnn_tricks train the ablation's missing runs, then reports/ablations/ tables
 The whole default pipeline: `uv run dvc repro` (see README.md)."""
 
 
@@ -40,8 +41,19 @@ def cmd_list(args) -> int:
 
         print("tricks:" + ("" if TRICKS.names() else " none registered yet"))
         for t in TRICKS.names():
+            import inspect
+
             info = TRICKS.info(t)
-            print(f"  {t:<28} families: {', '.join(info.get('families', ()))}; source: {info.get('source', '')}")
+            params = ", ".join(f"{k}={p.default}" for k, p in inspect.signature(TRICKS.get(t)).parameters.items())
+            print(f"  {t:<20} {info['doc']}\n  {'':<20} params: {params or 'none'}; families: "
+                  f"{', '.join(info.get('families', ()))}\n  {'':<20} source: {info.get('source', '')}")
+    if what in ("all", "ablations"):
+        from .ablations import list_ablations, load_ablation
+
+        print("ablations (recipes/ablations/):")
+        for a in list_ablations():
+            ab = load_ablation(a)
+            print(f"  {a:<28} {ab.config['base']} + {len(ab.tricks)} tricks, {', '.join(ab.config['modes'])}; {ab.config['description']}")
     return 0
 
 
@@ -92,6 +104,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablations import analyze, load_ablation, train_missing
+    from .reports import ablation_report
+
+    ab = load_ablation(args.spec)
+    if not args.no_train:
+        train_missing(ab, threads=args.threads, progress=not args.no_progress)
+    result = analyze(ab)
+    for mode, rows in result["modes"].items():
+        print(f"{mode}:")
+        for r in rows:
+            print(f"  {r['trick']:<28} {r['mean']:.2f} vs {r['reference_mean']:.2f}  effect {r['difference']:+.2f} "
+                  f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]  p_holm {r['p_holm']:.3f}  adopt: {r['adopt']}")
+    for p in ablation_report(ab.name):
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_pipeline(args) -> int:
     from .claims import list_baselines
     from .pipeline import is_current, load_params, pipeline_file, write
@@ -117,7 +147,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="show recipes, claims files, families or tricks")
-    s.add_argument("what", nargs="?", default="all", choices=["all", "recipes", "claims", "families", "tricks"])
+    s.add_argument("what", nargs="?", default="all", choices=["all", "recipes", "claims", "families", "tricks", "ablations"])
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("prepare", help="prepare datasets into datasets/<name>/")
@@ -141,6 +171,13 @@ def main(argv=None) -> int:
     s = sub.add_parser("report", help="reports/<baseline>.{md,csv,png} from reports/<baseline>.json")
     s.add_argument("baseline")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("ablate", help="train an ablation's missing runs, then reports/ablations/<spec>.{md,csv,tex,png}")
+    s.add_argument("spec", help="ablation name under recipes/ablations/ (see `reprozoo list ablations`) or a path")
+    s.add_argument("--no-train", action="store_true", help="only the statistics and reports (what the DVC stage runs)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_ablate)
 
     s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
     s.add_argument("baseline", help="claims file name, or `all`")

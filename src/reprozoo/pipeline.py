@@ -118,14 +118,7 @@ def render(name: str) -> str:
     common = {"wdir": "../.."} if nested else {}
     stages: dict[str, dict] = {} if nested else _prepare_stages(_datasets(recipes), common)
     for r in recipes:
-        stages[f"train_{r.name}"] = {
-            **common,
-            "matrix": {"seed": f"${{{name}.seeds}}"},
-            "cmd": f"reprozoo run {r.name} --seed ${{item.seed}}",
-            "deps": [*(rel(p) for p in r.chain), f"datasets/{r.config['dataset']['name']}",
-                     f"src/reprozoo/families/{r.family}", "src/reprozoo/frameworks", "src/reprozoo/runs.py", "src/reprozoo/seeding.py"],
-            "outs": [f"runs/{r.name}/seed${{item.seed}}"],
-        }
+        stages[f"train_{r.name}"] = _train_stage(r.name, r, r.chain, f"${{{name}.seeds}}", r.name, common)
     stages[f"compare_{name}"] = {
         **common,
         "cmd": f"reprozoo compare {name}",
@@ -140,6 +133,19 @@ def render(name: str) -> str:
         "deps": [f"reports/{name}.json", "src/reprozoo/reports.py"],
         "outs": [{f"reports/{name}{ext}": {"cache": False}} for ext in (".md", ".csv", "_seeds.csv", ".png")],
     }
+    for ab in _ablations(name, recipes):
+        for arm in ab.arms():
+            if arm.tricks:
+                base = load_recipe(ab.config["base"])  # the arm file adds tricks only: same dataset and family
+                stages[f"train_{arm.name}"] = _train_stage(arm.name, base, (ab.arm_file(arm), *base.chain), ab.config["seeds"],
+                                                           rel(ab.arm_file(arm)), common)
+        stages[f"ablate_{ab.name}"] = {
+            **common,
+            "cmd": f"reprozoo ablate {ab.name} --no-train",
+            "deps": [rel(ab.path), "src/reprozoo/ablations.py", "src/reprozoo/ablation_stats.py", "src/reprozoo/reports.py",
+                     *(f"runs/{a.name}" for a in ab.arms())],
+            "outs": [{f"reports/ablations/{ab.name}{ext}": {"cache": False}} for ext in (".json", ".md", ".csv", ".tex", ".png")],
+        }
     doc = {"stages": stages}
     if nested:
         doc = {"vars": ["../../params.yaml"], **doc}
@@ -147,8 +153,55 @@ def render(name: str) -> str:
     return HEADER.format(name=name) + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
+def _train_stage(run_name: str, r, chain, seeds, ref: str, common: dict) -> dict:
+    """Train `ref` (a recipe name or file) over `seeds` into runs/<run_name>/seed<N>; `r` gives dataset and family."""
+    root = paths.project_root()
+    return {
+        **common,
+        "matrix": {"seed": seeds},
+        "cmd": f"reprozoo run {ref} --seed ${{item.seed}}",
+        "deps": [*(os.path.relpath(p, root) for p in chain), f"datasets/{r.config['dataset']['name']}",
+                 f"src/reprozoo/families/{r.family}", "src/reprozoo/frameworks", "src/reprozoo/runs.py", "src/reprozoo/seeding.py"],
+        "outs": [f"runs/{run_name}/seed${{item.seed}}"],
+    }
+
+
+def _ablations(name: str, recipes) -> list:
+    """The ablations whose base recipe this baseline trains; their seeds must be among the baseline's."""
+    from .ablations import list_ablations, load_ablation
+
+    owned = {r.name for r in recipes}
+    seeds = baseline_params(name)["seeds"]
+    out = []
+    for a in list_ablations():
+        ab = load_ablation(a)
+        if ab.config["base"] not in owned:
+            continue
+        extra = [s for s in ab.config["seeds"] if s not in seeds]
+        if extra:
+            raise ConfigError(ab.path, "seeds", f"seeds {extra} are not in params.yaml:{name}.seeds, which trains the "
+                              f"base recipe {ab.config['base']!r}", seeds)
+        out.append(ab)
+    return out
+
+
+def orphan_ablations() -> list[str]:
+    """Ablations whose base recipe no baseline pipeline trains: `reprozoo ablate` runs them without DVC."""
+    from .ablations import list_ablations, load_ablation
+    from .claims import list_baselines
+
+    params, known = load_params(), recipe_names()
+    trained = {r for b in list_baselines() if b in params for r in load_baseline(b, known).recipes}
+    trained |= {r for b in list_baselines() if b in params for r in baseline_params(b)["recipes"]}
+    return [a for a in list_ablations() if load_ablation(a).config["base"] not in trained]
+
+
 def _rendered(name: str) -> dict[Path, str]:
+    from .ablations import arm_texts
+
     files = {pipeline_file(name): render(name)}
+    for ab in _ablations(name, _baseline_recipes(name, recipe_names())):
+        files.update(arm_texts(ab))
     if name != DEFAULT_BASELINE:
         files[paths.project_root() / "pipelines" / "datasets" / "dvc.yaml"] = render_datasets()
     return files

@@ -136,3 +136,7 @@ def report(name: str) -> list:
         atomic_write_text(out / f"{name}_seeds.csv", _csv(seeds_rows, ["recipe", "metric", "seed", "value", "published"])),
         atomic_write_bytes(out / f"{name}.png", plot(result)),
     ]
+
+
+def ablation_report(name: str) -> list:
+    raise NotImplementedError
