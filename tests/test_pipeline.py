@@ -20,7 +20,7 @@ def test_committed_pipelines_are_current():
 
 
 def _copy_repo(dst: Path) -> Path:
-    for name in ("src", "recipes", "baselines", ".dvc", "pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("src", "recipes", "baselines", "pipelines", ".dvc", "pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))

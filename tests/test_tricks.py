@@ -226,3 +226,13 @@ def test_policy_augment_draws_per_image_and_keeps_uint8():
         a = ct.policy_augment(x, policy)
         torch.manual_seed(5)
         assert torch.equal(a, ct.policy_augment(x, policy))
+
+
+def test_all_sequence_tricks_together_in_a_real_run(project):
+    from reprozoo.runs import execute
+
+    r = recipe(project, "[cosine, warmup, label_smoothing, mixup, cutmix, random_erasing, {name: ema, momentum: 0.01}, "
+                        "clip_grad, hflip_tta, longer_schedule]", name="everything", iters=100)
+    m = execute(r, 0, progress=False)
+    assert 10 < m["test"]["accuracy"] <= 100
+    assert execute(r, 0, progress=False) == m  # finished: reused, not retrained

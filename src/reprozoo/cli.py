@@ -106,7 +106,7 @@ def cmd_report(args) -> int:
 
 def cmd_ablate(args) -> int:
     from .ablations import analyze, load_ablation, train_missing
-    from .reports import ablation_report
+    from .ablation_reports import ablation_report
 
     ab = load_ablation(args.spec)
     if not args.no_train:
@@ -124,7 +124,7 @@ def cmd_ablate(args) -> int:
 
 def cmd_pipeline(args) -> int:
     from .claims import list_baselines
-    from .pipeline import is_current, load_params, pipeline_file, write
+    from .pipeline import is_current, load_params, orphan_ablations, pipeline_file, write
 
     names = [b for b in list_baselines() if b in load_params()] if args.baseline == "all" else [args.baseline]
     stale = []
@@ -135,6 +135,9 @@ def cmd_pipeline(args) -> int:
         else:
             for path in write(name):
                 print(f"wrote {path}")
+    for a in orphan_ablations():
+        print(f"note: no pipeline trains the base recipe of ablation {a!r}; `reprozoo ablate {a}` runs it without DVC",
+              file=sys.stderr)
     if stale:
         print("out of date (run `reprozoo pipeline NAME`): " + ", ".join(str(pipeline_file(n)) for n in stale), file=sys.stderr)
         return 1

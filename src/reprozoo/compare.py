@@ -69,4 +69,5 @@ def _environment(envs: list[dict]) -> dict:
         "train_wall_seconds_max": round(max(e["wall_seconds"] for e in envs), 1),
         "peak_rss_mib_max": max(e["peak_rss_mib"] for e in envs),
         "commands": sorted({e["command"] for e in envs})[:3],
+        "latest_run_utc": max(e["started_utc"] for e in envs),
     }

@@ -8,6 +8,9 @@ them depends on them across files and `dvc repro` runs them first. A recipe belo
 Stages: prepare each dataset, train each recipe over `params.yaml:<baseline>.seeds` (a DVC
 `matrix`), compare with the claims, report. Dependencies are exact (the recipe's own file and the
 ones it extends, its dataset, its family's code), so editing one recipe re-runs only its runs.
+An ablation (`recipes/ablations/`) whose base recipe a baseline trains joins that baseline's file:
+one train stage per arm (its generated recipe under `pipelines/ablations/<spec>/`, the spec's seeds)
+and `ablate_<spec>`, which writes `reports/ablations/<spec>.*`.
 """
 from __future__ import annotations
 
@@ -142,7 +145,8 @@ def render(name: str) -> str:
         stages[f"ablate_{ab.name}"] = {
             **common,
             "cmd": f"reprozoo ablate {ab.name} --no-train",
-            "deps": [rel(ab.path), "src/reprozoo/ablations.py", "src/reprozoo/ablation_stats.py", "src/reprozoo/reports.py",
+            "deps": [rel(ab.path), "src/reprozoo/ablations.py", "src/reprozoo/ablation_stats.py",
+                     "src/reprozoo/ablation_reports.py",
                      *(f"runs/{a.name}" for a in ab.arms())],
             "outs": [{f"reports/ablations/{ab.name}{ext}": {"cache": False}} for ext in (".json", ".md", ".csv", ".tex", ".png")],
         }

@@ -135,8 +135,29 @@ def report(name: str) -> list:
         atomic_write_text(out / f"{name}.csv", _csv(summary_rows(result), COLUMNS)),
         atomic_write_text(out / f"{name}_seeds.csv", _csv(seeds_rows, ["recipe", "metric", "seed", "value", "published"])),
         atomic_write_bytes(out / f"{name}.png", plot(result)),
+        write_index(),
     ]
 
 
-def ablation_report(name: str) -> list:
-    raise NotImplementedError
+def write_index():
+    """`reports/README.md`: every verdict table and every ablation, newest runs first, with links."""
+    out = paths.reports_dir()
+    entries = []
+    for j in sorted(out.glob("*.json")):
+        r = read_json(j)
+        if "baseline" in r and (out / f"{j.stem}.md").exists():
+            verdicts = ", ".join(f"{c['recipe']}: {c['verdict']}" for c in _claims(r))
+            entries.append(((r.get("environment") or {}).get("latest_run_utc", ""), "verdicts",
+                            f"[{r['title']}]({j.stem}.md) — {verdicts}"))
+    for j in sorted((out / "ablations").glob("*.json")):
+        r = read_json(j)
+        if (out / "ablations" / f"{j.stem}.md").exists():
+            adopted = [row["trick"] for rows in r["modes"].values() for row in rows if row["adopt"] == "yes"]
+            entries.append((r["latest_run_utc"], "ablation", f"[{r['ablation']}: {r['description']}](ablations/{j.stem}.md) — "
+                            f"{', '.join(r['modes'])}; adopt: {', '.join(dict.fromkeys(adopted)) or 'none'}"))
+    entries.sort(key=lambda e: e[0], reverse=True)
+    lines = ["# Reports", "", "Every baseline verdict table and every ablation, newest runs first. Written by "
+             "`reprozoo report` and `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages).", "",
+             "| latest run (UTC) | kind | report |", "|---|---|---|"]
+    lines += [f"| {t or '–'} | {kind} | {text} |" for t, kind, text in entries]
+    return atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
