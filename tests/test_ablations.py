@@ -2,20 +2,16 @@
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 from reprozoo.ablation_reports import ablation_report
 from reprozoo.ablations import analyze, load_ablation, write_arms
 from reprozoo.errors import ConfigError
 from reprozoo.io import write_json
 
-from conftest import TINY, write
-from test_pipeline import _copy_repo, _repro
+from conftest import write
+from test_pipeline import _repro, pipeline, tiny_baseline_repo
 
 SPEC = """\
 description: "test: two tricks on the tiny MLP"
@@ -126,21 +122,7 @@ def test_statistics_and_writers_on_fixed_inputs(project):
 
 
 def test_ablation_through_dvc_reruns_only_the_arms_an_edit_changes(tmp_path):
-    root = _copy_repo(tmp_path / "repo")
-    write(root / "recipes/classification/tiny_mlp.yaml", TINY.format(iters=200, interval=100, ckpt=100))
-    write(root / "baselines/tiny.yaml", """\
-        title: Tiny test baseline
-        source: {paper: "A made-up paper for the test", table: "Table 1"}
-        claims:
-          - {recipe: tiny_mlp, value: 10, metric: accuracy, split: test}
-        """)
-    write(root / "recipes/ablations/tiny_tricks.yaml", SPEC.format(eps=0.1))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["tiny"] = {"seeds": [0, 1]}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "REPROZOO_ROOT": str(root)}
-    regen = [sys.executable, "-m", "reprozoo.cli", "pipeline", "tiny"]
-    subprocess.run(regen, cwd=root, env=env, check=True)
+    root, _ = tiny_baseline_repo(tmp_path, {"recipes/ablations/tiny_tricks.yaml": SPEC.format(eps=0.1)})
     target = "pipelines/tiny/dvc.yaml"
 
     _, ran = _repro(root, target)
@@ -154,13 +136,12 @@ def test_ablation_through_dvc_reruns_only_the_arms_an_edit_changes(tmp_path):
 
     # a one-line edit of the spec: only the two arms with label smoothing train again
     write(root / "recipes/ablations/tiny_tricks.yaml", SPEC.format(eps=0.2))
-    subprocess.run(regen, cwd=root, env=env, check=True)
+    pipeline(root, "tiny")
     _, ran = _repro(root, target)
     assert sorted(ran) == sorted(["ablate_tiny_tricks", *(f"train_tiny_tricks+{a}@{s}" for s in (0, 1)
                                                           for a in ("cosine+label_smoothing", "label_smoothing"))])
-    out = subprocess.run([sys.executable, "-m", "reprozoo.cli", "pipeline", "tiny", "--check"], cwd=root, env=env)
-    assert out.returncode == 0
+    assert pipeline(root, "tiny", "--check", check=False).returncode == 0
 
     write(root / "recipes/ablations/tiny_tricks.yaml", SPEC.format(eps=0.1).replace("seeds: [0, 1]", "seeds: [0, 7]"))
-    out = subprocess.run(regen, cwd=root, env=env, capture_output=True, text=True)
+    out = pipeline(root, "tiny", check=False)
     assert out.returncode == 2 and "seeds [7] are not in params.yaml:tiny.seeds" in out.stderr

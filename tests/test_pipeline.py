@@ -40,7 +40,8 @@ def _repro(root: Path, *args, command="repro") -> tuple[str, list[str]]:
     return out.stdout, [s.split(":")[-1] for s in re.findall(r"Running stage '([^']+)'", out.stdout)]
 
 
-def test_reduced_baseline_through_dvc(tmp_path):
+def tiny_baseline_repo(tmp_path, extra: dict[str, str] | None = None) -> tuple[Path, dict]:
+    """A scratch copy of the repository with a `tiny` baseline (a 200-step MLP, seeds 0 and 1), its pipeline written."""
     root = _copy_repo(tmp_path / "repo")
     write(root / "recipes/classification/tiny_mlp.yaml", TINY.format(iters=200, interval=100, ckpt=100))
     write(root / "baselines/tiny.yaml", """\
@@ -50,11 +51,22 @@ def test_reduced_baseline_through_dvc(tmp_path):
         claims:
           - {recipe: tiny_mlp, value: 10}
         """)
+    for rel, text in (extra or {}).items():
+        write(root / rel, text)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["tiny"] = {"seeds": [0, 1]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "REPROZOO_ROOT": str(root)}
-    subprocess.run([sys.executable, "-m", "reprozoo.cli", "pipeline", "tiny"], cwd=root, env=env, check=True)
+    pipeline(root, "tiny")
+    return root, params
+
+
+def pipeline(root: Path, *args, check=True):
+    return subprocess.run([sys.executable, "-m", "reprozoo.cli", "pipeline", *args], cwd=root, check=check,
+                          env={**os.environ, "REPROZOO_ROOT": str(root)}, capture_output=True, text=True)
+
+
+def test_reduced_baseline_through_dvc(tmp_path):
+    root, params = tiny_baseline_repo(tmp_path)
     target = "pipelines/tiny/dvc.yaml"
 
     _, ran = _repro(root, target)
