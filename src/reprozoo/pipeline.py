@@ -7,7 +7,9 @@ prepared in `dvc.yaml`, every other dataset in `pipelines/datasets/dvc.yaml`; a 
 them depends on them across files and `dvc repro` runs them first. A recipe belongs to one baseline.
 Stages: prepare each dataset, train each recipe over `params.yaml:<baseline>.seeds` (a DVC
 `matrix`), compare with the claims, report. Dependencies are exact (the recipe's own file and the
-ones it extends, its dataset, its family's code), so editing one recipe re-runs only its runs.
+ones it extends, its dataset, the family code it executes: the shared engine and its model's and
+dataset's modules), so editing one recipe re-runs only its runs and adding a benchmark module to a
+family re-runs nothing.
 An ablation (`recipes/ablations/`) whose base recipe a baseline trains joins that baseline's file:
 one train stage per arm (its generated recipe under `pipelines/ablations/<spec>/`, the spec's seeds)
 and `ablate_<spec>`, which writes `reports/ablations/<spec>.*`.
@@ -82,9 +84,23 @@ def _datasets(recipes) -> dict[str, str]:
     return {r.config["dataset"]["name"]: r.family for r in recipes}
 
 
+def _rel(path) -> str:
+    return os.path.relpath(path, paths.project_root())
+
+
+def _family_code(family: str, what: str, arg) -> list[str]:
+    """The family's own files that a stage runs (`dataset_code`/`train_code`), else its whole folder."""
+    from .families import get_family
+
+    fam = get_family(family)
+    if hasattr(fam, what):
+        return [_rel(p) for p in getattr(fam, what)(arg)]
+    return [f"src/reprozoo/families/{family}"]
+
+
 def _prepare_stages(datasets: dict[str, str], common: dict) -> dict[str, dict]:
     return {f"prepare_{d}": {**common, "cmd": f"reprozoo prepare {d}",
-                             "deps": [f"src/reprozoo/families/{f}/datasets.py"], "outs": [f"datasets/{d}"]}
+                             "deps": _family_code(f, "dataset_code", d), "outs": [f"datasets/{d}"]}
             for d, f in datasets.items()}
 
 
@@ -121,7 +137,7 @@ def render(name: str) -> str:
     common = {"wdir": "../.."} if nested else {}
     stages: dict[str, dict] = {} if nested else _prepare_stages(_datasets(recipes), common)
     for r in recipes:
-        stages[f"train_{r.name}"] = _train_stage(r.name, r, r.chain, f"${{{name}.seeds}}", r.name, common)
+        stages[f"train_{r.name}"] = _train_stage(r.name, r, r.chain, f"${{{name}.seeds}}", r.name, common, bool(r.config["tricks"]))
     stages[f"compare_{name}"] = {
         **common,
         "cmd": f"reprozoo compare {name}",
@@ -141,7 +157,7 @@ def render(name: str) -> str:
             if arm.tricks:
                 base = load_recipe(ab.config["base"])  # the arm file adds tricks only: same dataset and family
                 stages[f"train_{arm.name}"] = _train_stage(arm.name, base, (ab.arm_file(arm), *base.chain), ab.config["seeds"],
-                                                           rel(ab.arm_file(arm)), common)
+                                                           rel(ab.arm_file(arm)), common, tricks=True)
         stages[f"ablate_{ab.name}"] = {
             **common,
             "cmd": f"reprozoo ablate {ab.name} --no-train",
@@ -157,15 +173,17 @@ def render(name: str) -> str:
     return HEADER.format(name=name) + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
-def _train_stage(run_name: str, r, chain, seeds, ref: str, common: dict) -> dict:
-    """Train `ref` (a recipe name or file) over `seeds` into runs/<run_name>/seed<N>; `r` gives dataset and family."""
-    root = paths.project_root()
+def _train_stage(run_name: str, r, chain, seeds, ref: str, common: dict, tricks: bool = False) -> dict:
+    """Train `ref` (a recipe name or file) over `seeds` into runs/<run_name>/seed<N>; `r` gives dataset and family.
+
+    With tricks, the trick declarations are a dependency too: their defaults are part of the recipe."""
     return {
         **common,
         "matrix": {"seed": seeds},
         "cmd": f"reprozoo run {ref} --seed ${{item.seed}}",
-        "deps": [*(os.path.relpath(p, root) for p in chain), f"datasets/{r.config['dataset']['name']}",
-                 f"src/reprozoo/families/{r.family}", "src/reprozoo/frameworks", "src/reprozoo/runs.py", "src/reprozoo/seeding.py"],
+        "deps": [*(_rel(p) for p in chain), f"datasets/{r.config['dataset']['name']}",
+                 *_family_code(r.family, "train_code", r.config), "src/reprozoo/frameworks", "src/reprozoo/runs.py",
+                 "src/reprozoo/seeding.py", *(["src/reprozoo/tricks.py"] if tricks else [])],
         "outs": [f"runs/{run_name}/seed${{item.seed}}"],
     }
 

@@ -3,7 +3,9 @@
 - `name`, `schema` (the recipe sections it understands, see `reprozoo.schema`),
 - `models`, `datasets` (`reprozoo.registry.Registry`),
 - `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`,
-- optionally `check(config, file)`: recipe checks beyond the schema (tricks the model cannot take).
+- optionally `check(config, file)`: recipe checks beyond the schema (tricks the model cannot take),
+- optionally `dataset_code(name)` and `train_code(config)`: the family files that preparing the
+  dataset and training the recipe execute, so pipeline stages depend on those only.
 
 Tricks are declared in `reprozoo.tricks` and implemented by each family that lists them.
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...schema import Component, Field, ListOf, Section, non_negative, positive
+from . import zoo
 from .datasets import DATASETS
 from .models import MODELS
+
+zoo.load_all()
+CORE_FILES = ("__init__.py", "engine.py", "tricks.py", "models.py", "datasets.py", "zoo/__init__.py")
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
@@ -45,6 +49,18 @@ class ClassificationFamily:
     models = MODELS
     datasets = DATASETS
 
+    def dataset_code(self, dataset: str) -> list[Path]:
+        """The files that define how `dataset` is prepared: what its prepare stage depends on."""
+        return [Path(__file__).with_name("datasets.py"), _module_file(DATASETS.get(dataset))]
+
+    def train_code(self, config: dict) -> list[Path]:
+        """The family files a run of `config` executes: the shared engine plus its model's and dataset's modules."""
+        files = [Path(__file__).parent / f for f in CORE_FILES]
+        for f in (_module_file(MODELS.get(config["model"]["name"])), _module_file(DATASETS.get(config["dataset"]["name"]))):
+            if f not in files:
+                files.append(f)
+        return files
+
     def prepare(self, dataset: str, out_dir: Path) -> None:
         DATASETS.get(dataset)().prepare(out_dir)
 
@@ -58,6 +74,12 @@ class ClassificationFamily:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+
+def _module_file(obj) -> Path:
+    import sys
+
+    return Path(sys.modules[obj.__module__].__file__)
 
 
 FAMILY = ClassificationFamily()
