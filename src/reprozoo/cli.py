@@ -122,6 +122,22 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from pathlib import Path
+
+    from .checkpoints import check_checkpoint
+    from .errors import ConfigError
+    from .recipes import load_recipe
+
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(args.checkpoint, None, "no such checkpoint file")
+    r = check_checkpoint(load_recipe(args.recipe), Path(args.checkpoint), published=args.published, source=args.source,
+                         tolerance=args.tolerance, margin=args.margin, name=args.name)
+    print(f"{r['checkpoint']} through {r['recipe']}: top-1 {r['accuracy']:.2f} on {r['total']} images, 95% CI "
+          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]; published {r['published']:.2f} -> {r['verdict']}")
+    return 0
+
+
 def cmd_pipeline(args) -> int:
     from .claims import list_baselines
     from .pipeline import is_current, load_params, orphan_ablations, pipeline_file, write
@@ -181,6 +197,16 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ablate)
+
+    s = sub.add_parser("eval", help="evaluate a published checkpoint through a recipe's test pipeline, with a verdict")
+    s.add_argument("recipe")
+    s.add_argument("--checkpoint", required=True, help="checkpoint file (state dict, {'state_dict': ...} or MMEngine)")
+    s.add_argument("--published", type=float, required=True, help="the checkpoint's published top-1 accuracy, in percent")
+    s.add_argument("--source", required=True, help="where the published number comes from")
+    s.add_argument("--tolerance", type=float, default=0.005, help="rounding of the published number (default 0.005: two decimals)")
+    s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
+    s.add_argument("--name", default=None, help="report name under reports/checks/ (default RECIPE--CHECKPOINT)")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
     s.add_argument("baseline", help="claims file name, or `all`")

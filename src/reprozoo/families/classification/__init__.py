@@ -62,18 +62,36 @@ class ClassificationFamily:
         return files
 
     def prepare(self, dataset: str, out_dir: Path) -> None:
-        DATASETS.get(dataset)().prepare(out_dir)
+        DATASETS.get(dataset)().prepare(out_dir)  # preparing takes no options: they apply when loading
 
     def check(self, config: dict, file) -> None:
         """Reject tricks that this recipe's model or dataset cannot take, or that change nothing."""
+        from ...errors import ConfigError
         from .tricks import check
 
+        for key, registry in (("dataset", DATASETS), ("model", MODELS)):
+            try:  # constructors reject values the schema cannot express (a ResNet depth that is not 6n+2)
+                registry.build(config[key]) if key == "dataset" else _check_model_args(config[key])
+            except ValueError as e:
+                raise ConfigError(file, key, str(e)) from None
         check(config, file)
+
+    def evaluate(self, recipe, checkpoint) -> dict:
+        from .engine import evaluate
+
+        return evaluate(recipe, checkpoint)
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+
+def _check_model_args(spec: dict) -> None:
+    """Models may declare `check_args(**kwargs)` to validate arguments without building the network."""
+    cls = MODELS.get(spec["name"])
+    if hasattr(cls, "check_args"):
+        cls.check_args(**{k: v for k, v in spec.items() if k != "name"})
 
 
 def _module_file(obj) -> Path:

@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 from torch.utils.data import BatchSampler, DataLoader
 
 from ...datasets_store import ensure_prepared
+from ...errors import ConfigError
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
 from . import OPTIMIZERS, tricks
@@ -25,14 +26,20 @@ class Classifier(BaseModel):
 
     The keyword arguments are where tricks act on the model (see `tricks.py`): label smoothing,
     per-sample augmentations (random erasing, AutoAugment/TrivialAugment) and MixUp/CutMix in the
-    training step, flip test-time augmentation in prediction.
+    training step, flip test-time augmentation in prediction. `normalize` ((mean, std) per channel,
+    0-255 scale) turns uint8 images into the network's float input, after the image policies.
     """
 
     def __init__(self, net: torch.nn.Module, num_classes: int, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, erasing: dict | None = None, policy: str | None = None,
-                 tta_flip: bool = False, zero_init_residual: bool = False):
+                 tta_flip: bool = False, zero_init_residual: bool = False, normalize=None):
         super().__init__()
         self.net = net
+        if normalize is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalize)
+            self.register_buffer("mean", mean, persistent=False)
+            self.register_buffer("std", std, persistent=False)
+        self.normalized = normalize is not None
         self.num_classes, self.label_smoothing, self.tta_flip = num_classes, label_smoothing, tta_flip
         self.mixup_alpha, self.cutmix_alpha, self.erasing, self.policy = mixup_alpha, cutmix_alpha, erasing, policy
         if zero_init_residual:
@@ -42,16 +49,21 @@ class Classifier(BaseModel):
         """The training batch as the network sees it (the sanity checks audit exactly this)."""
         if self.policy:
             inputs = tricks.policy_augment(inputs, self.policy)
+        inputs = self.prepare(inputs)
         if self.erasing:
             inputs = tricks.random_erasing(inputs, **self.erasing)
         if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
             inputs, labels = tricks.mix(inputs, labels, self.num_classes, self.mixup_alpha, self.cutmix_alpha)
         return inputs, labels
 
+    def prepare(self, inputs):
+        return (inputs.float() - self.mean) / self.std if self.normalized else inputs
+
     def forward(self, inputs, labels=None, mode="tensor"):
         if mode == "loss":
             inputs, targets = self.augment(inputs, labels)
             return {"loss": F.cross_entropy(self.net(inputs), targets, label_smoothing=self.label_smoothing)}
+        inputs = self.prepare(inputs)
         logits = self.net(inputs)
         if mode == "predict":
             if self.tta_flip:
@@ -107,7 +119,7 @@ def runner_config(recipe, seed, ctx) -> dict:
     cfg = tricks.patch_recipe(recipe.config)
     seed_everything(seed, deterministic=True, threads=ctx.threads)
     use_weights_only_loading()
-    dataset = DATASETS.get(cfg["dataset"]["name"])()
+    dataset = DATASETS.build(cfg["dataset"])
     data_dir = ensure_prepared(recipe.family, cfg["dataset"]["name"])
     train_set, eval_set = dataset.load(data_dir, "train"), dataset.load(data_dir, cfg["eval"]["split"])
     net = MODELS.build(cfg["model"])  # built right after seeding: the init depends only on the seed
@@ -119,7 +131,7 @@ def runner_config(recipe, seed, ctx) -> dict:
     s, e = cfg["schedule"], cfg["eval"]
     eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
     runner_cfg = dict(
-        model=dict(net=net, num_classes=dataset.num_classes),
+        model=dict(net=net, num_classes=dataset.num_classes, normalize=getattr(dataset, "normalize", None)),
         work_dir=str(ctx.work_dir),
         experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
         train_dataloader=batch_loader(train_set, s["batch_size"], shuffle=s["shuffle"], seed=seed, infinite=True),
@@ -160,3 +172,37 @@ def train(recipe, seed, ctx) -> dict:
     runner.visualizer.close()
     split = recipe.config["eval"]["split"]
     return {split: {k: float(v) for k, v in metrics.items()}}
+
+
+def load_checkpoint(net: torch.nn.Module, path) -> None:
+    """Load a published checkpoint: a state dict, {'state_dict': ...} or an MMEngine checkpoint; `module.`
+    prefixes (DataParallel) removed. BatchNorm's `num_batches_tracked`, absent from checkpoints older
+    than PyTorch 0.4.1, may be missing."""
+    obj = torch.load(path, map_location="cpu", weights_only=False)  # published files pickle plain dicts with floats
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    sd = {k.removeprefix("module.").removeprefix("net."): v for k, v in sd.items()}
+    try:
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ConfigError(path, None, f"the checkpoint does not fit the model {type(net).__name__}: {str(e).splitlines()[-1].strip()}") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ConfigError(path, None, f"the checkpoint does not fit the model {type(net).__name__}: "
+                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def evaluate(recipe, checkpoint) -> dict:
+    """Top-1 of a checkpoint on the recipe's eval split, through the recipe's own test pipeline."""
+    cfg = recipe.config
+    dataset = DATASETS.build(cfg["dataset"])
+    eval_set = dataset.load(ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"]["split"])
+    net = MODELS.build(cfg["model"])
+    load_checkpoint(net, checkpoint)
+    model = Classifier(net, dataset.num_classes, normalize=getattr(dataset, "normalize", None)).eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in batch_loader(eval_set, cfg["eval"]["batch_size"], shuffle=False, seed=0, infinite=False):
+            (pred, labels), = model(batch["inputs"], batch["labels"], mode="predict")
+            correct += int((pred == labels).sum())
+            total += len(labels)
+    return {"split": cfg["eval"]["split"], "correct": correct, "total": total}

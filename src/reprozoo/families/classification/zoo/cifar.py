@@ -1,0 +1,244 @@
+"""CIFAR-10/100 (Krizhevsky 2009) and the CIFAR ResNets of He et al. 2016.
+
+Images are stored as uint8 NCHW arrays and stay uint8 through the training-time augmentation
+(pad-4 random crop and horizontal flip, done for the whole batch at once as fast CIFAR trainers do);
+the classifier normalises them (`normalize`), so image policies (AutoAugment) see real pixels.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ....fetch import fetch
+from ....io import atomic_write_bytes
+from ..datasets import DATASETS, ArrayDataset
+from ..models import MODELS
+
+# channel statistics, on the 0-255 scale
+NORMALIZE = {
+    "imagenet": ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),  # akamaster/pytorch_resnet_cifar10
+    "cifar10": ([125.307, 122.961, 113.8575], [51.5865, 50.847, 51.255]),  # MMPretrain cifar10_bs16.py
+    "cifar100": ([129.304, 124.07, 112.434], [68.17, 65.392, 70.418]),  # MMPretrain cifar100_bs16.py
+}
+
+
+class ImageArrayDataset(ArrayDataset):
+    """uint8 images (N, C, H, W); with `augment`, each fetched batch is randomly cropped from a
+    zero-padded copy (pad 4) and flipped horizontally with probability 1/2, per image."""
+
+    def __init__(self, x, y, augment: bool = False, pad: int = 4):
+        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.metainfo = {"num_classes": int(self.y.max()) + 1 if len(self.y) else 0}
+        self.augment, self.pad = augment, pad
+
+    def __getitem__(self, i):
+        if isinstance(i, list):
+            i = torch.as_tensor(i)
+        x, y = self.x[i], self.y[i]
+        if self.augment and x.ndim == 4:
+            x = crop_flip(x, self.pad)
+        return {"inputs": x, "labels": y}
+
+
+def crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random pad-crop and horizontal flip for a batch, with one gather (no per-image Python loop)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (n,)), torch.randint(0, 2 * pad + 1, (n,))
+    flip = torch.rand(n) < 0.5
+    rows = (dy[:, None] + torch.arange(h)[None])  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None]  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx_n = torch.arange(n)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class _CIFAR:
+    modality = "image"
+    splits = ("train", "test")
+    archive: tuple[str, str, str | None]  # filename, md5, official URL
+
+    def __init__(self, normalize: str = "cifar10", augment: bool = True):
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {sorted(NORMALIZE)}, got {normalize!r}")
+        self.normalize = NORMALIZE[normalize]
+        self.augment = augment
+
+    def load(self, data_dir: Path, split: str) -> ImageArrayDataset:
+        x = np.load(Path(data_dir) / f"x_{split}.npy")
+        y = np.load(Path(data_dir) / f"y_{split}.npy")
+        return ImageArrayDataset(x, y, augment=self.augment and split == "train")
+
+
+def _save(out_dir: Path, name: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)  # .npy: equal data, equal bytes (no zip timestamps), so DVC sees the same dataset
+    atomic_write_bytes(Path(out_dir) / name, buf.getvalue())
+
+
+def _read_batches(tar_path: Path, members: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    with tarfile.open(tar_path, "r:gz") as tar:
+        names = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        for m in members:
+            if m not in names:
+                raise ValueError(f"{tar_path}: no member {m!r}; is this the CIFAR python archive?")
+            d = pickle.load(tar.extractfile(names[m]), encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key.encode()], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@DATASETS.register("cifar10", modality="image", source="Krizhevsky 2009; cifar-10-python.tar.gz, official train/test split")
+class CIFAR10(_CIFAR):
+    """CIFAR-10: 50000 train / 10000 test 32x32 colour images, 10 classes."""
+
+    num_classes = 10
+    archive = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    label_key = "labels"
+
+    def prepare(self, out_dir: Path) -> None:
+        name, md5, url = self.archive
+        tar = fetch(self.dataset_dir, name, md5=md5, url=url, dest=out_dir)
+        for split, members in self.members.items():
+            x, y = _read_batches(tar, members, self.label_key)
+            _save(out_dir, f"x_{split}.npy", x)
+            _save(out_dir, f"y_{split}.npy", y)
+        tar.unlink()
+
+    dataset_dir = "cifar10"
+
+
+@DATASETS.register("cifar100", modality="image", source="Krizhevsky 2009; cifar-100-python.tar.gz, fine labels")
+class CIFAR100(CIFAR10):
+    """CIFAR-100: 50000 train / 10000 test 32x32 colour images, 100 fine classes."""
+
+    num_classes = 100
+    archive = ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
+    members = {"train": ["train"], "test": ["test"]}
+    label_key = "fine_labels"
+    dataset_dir = "cifar100"
+
+    def __init__(self, normalize: str = "cifar100", augment: bool = True):
+        super().__init__(normalize, augment)
+
+
+@DATASETS.register("cifar10_subset", modality="image",
+                   source="shared data store: cifar10/exact_subset.npz, real CIFAR-10 pixels in the official order")
+class CIFAR10Subset(_CIFAR):
+    """5170 real CIFAR-10 train images and the first 1017 official test images (a local subset, no download)."""
+
+    num_classes = 10
+    archive = ("exact_subset.npz", "165f864fa46ade95e999ea1de22a6766", None)
+
+    def prepare(self, out_dir: Path) -> None:
+        name, md5, url = self.archive
+        path = fetch("cifar10", name, md5=md5, url=url, dest=out_dir)
+        with np.load(path) as z:
+            for split in ("train", "test"):
+                _save(out_dir, f"x_{split}.npy", np.ascontiguousarray(z[f"x_{split}"].transpose(0, 3, 1, 2)))
+                _save(out_dir, f"y_{split}.npy", z[f"y_{split}"].astype(np.int64))
+        path.unlink()
+
+
+# ---- models ----
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BN; option A: identity shortcut, zero-padded channels, stride-2 subsampling."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, option: str = "A"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        self.pad = 0
+        if stride != 1 or in_planes != planes:
+            if option == "A":
+                self.pad = (planes - in_planes) // 2
+            else:
+                self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.pad:
+            short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        else:
+            short = self.shortcut(x)
+        return F.relu(out + short)
+
+
+@MODELS.register("cifar_resnet", source="He et al. 2016, sec. 4.2; state-dict layout of akamaster/pytorch_resnet_cifar10")
+class CifarResNet(nn.Module):
+    """ResNet-{20,32,44,56,110} for CIFAR: 3 stages of 16/32/64 channels, (depth-2)/6 blocks each, option-A shortcuts."""
+
+    @staticmethod
+    def check_args(depth: int = 20, num_classes: int = 10) -> None:
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+
+    def __init__(self, depth: int = 20, num_classes: int = 10):
+        super().__init__()
+        self.check_args(depth, num_classes)
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        planes, layers = 16, []
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = [BasicBlock(planes if i == 0 else width, width, stride if i == 0 else 1) for i in range(n)]
+            planes = width
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)  # as He et al. 2015 and akamaster's _weights_init
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    def zero_init_residual(self):
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+
+@MODELS.register("cifar_resnet18", source="MMPretrain resnet18_8xb16_cifar10.py; DeVries & Taylor 2017 (Cutout) code")
+class CifarResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs: 3x3 stem without max-pool, 4 stages of 64-512 channels, projection shortcuts."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        planes, stages = 64, []
+        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages.append(nn.Sequential(BasicBlock(planes, width, stride, option="B"), BasicBlock(width, width, 1, option="B")))
+            planes = width
+        self.layers = nn.Sequential(*stages)
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    def zero_init_residual(self):
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
