@@ -12,7 +12,7 @@ import torch
 from reprozoo.checkpoints import binomial_verdict, check_checkpoint
 from reprozoo.datasets_store import prepare
 from reprozoo.errors import ConfigError
-from reprozoo.families.classification.datasets import DATASETS
+from reprozoo.families.classification.datasets import DATASETS, crop_flip
 from reprozoo.families.classification.models import MODELS, count_parameters
 from reprozoo.families.classification.zoo import cifar
 from reprozoo.fetch import md5sum
@@ -61,7 +61,7 @@ def test_cifar10_prepared_from_the_official_archive_format(project, monkeypatch,
 def test_crop_flip_is_a_padded_crop_or_its_mirror():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    out = cifar.crop_flip(x, 2)
+    out = crop_flip(x, 2)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     flips = 0
     for img, src in zip(out, padded):

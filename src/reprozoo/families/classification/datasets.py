@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...registry import Registry
 
@@ -26,3 +27,36 @@ class ArrayDataset(torch.utils.data.Dataset):
         if isinstance(i, list):
             i = torch.as_tensor(i)
         return {"inputs": self.x[i], "labels": self.y[i]}
+
+
+class ImageArrayDataset(ArrayDataset):
+    """uint8 images (N, C, H, W); with `augment`, each fetched batch is randomly cropped from a
+    zero-padded copy (pad 4) and flipped horizontally with probability 1/2, per image."""
+
+    def __init__(self, x, y, augment: bool = False, pad: int = 4):
+        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.metainfo = {"num_classes": int(self.y.max()) + 1 if len(self.y) else 0}
+        self.augment, self.pad = augment, pad
+
+    def __getitem__(self, i):
+        if isinstance(i, list):
+            i = torch.as_tensor(i)
+        x, y = self.x[i], self.y[i]
+        if self.augment and x.ndim == 4:
+            x = crop_flip(x, self.pad)
+        return {"inputs": x, "labels": y}
+
+
+def crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random pad-crop and horizontal flip for a batch, with one gather (no per-image Python loop)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (n,)), torch.randint(0, 2 * pad + 1, (n,))
+    flip = torch.rand(n) < 0.5
+    rows = (dy[:, None] + torch.arange(h)[None])  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None]  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx_n = torch.arange(n)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()

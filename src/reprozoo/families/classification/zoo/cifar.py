@@ -12,13 +12,12 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ....fetch import fetch
 from ....io import atomic_write_bytes
-from ..datasets import DATASETS, ArrayDataset
+from ..datasets import DATASETS, ImageArrayDataset
 from ..models import MODELS
 
 # channel statistics, on the 0-255 scale
@@ -27,39 +26,6 @@ NORMALIZE = {
     "cifar10": ([125.307, 122.961, 113.8575], [51.5865, 50.847, 51.255]),  # MMPretrain cifar10_bs16.py
     "cifar100": ([129.304, 124.07, 112.434], [68.17, 65.392, 70.418]),  # MMPretrain cifar100_bs16.py
 }
-
-
-class ImageArrayDataset(ArrayDataset):
-    """uint8 images (N, C, H, W); with `augment`, each fetched batch is randomly cropped from a
-    zero-padded copy (pad 4) and flipped horizontally with probability 1/2, per image."""
-
-    def __init__(self, x, y, augment: bool = False, pad: int = 4):
-        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
-        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-        self.metainfo = {"num_classes": int(self.y.max()) + 1 if len(self.y) else 0}
-        self.augment, self.pad = augment, pad
-
-    def __getitem__(self, i):
-        if isinstance(i, list):
-            i = torch.as_tensor(i)
-        x, y = self.x[i], self.y[i]
-        if self.augment and x.ndim == 4:
-            x = crop_flip(x, self.pad)
-        return {"inputs": x, "labels": y}
-
-
-def crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Random pad-crop and horizontal flip for a batch, with one gather (no per-image Python loop)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (n,)), torch.randint(0, 2 * pad + 1, (n,))
-    flip = torch.rand(n) < 0.5
-    rows = (dy[:, None] + torch.arange(h)[None])  # (n, h)
-    cols = dx[:, None] + torch.arange(w)[None]  # (n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    idx_n = torch.arange(n)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
-    return out.permute(0, 3, 1, 2).contiguous()
 
 
 class _CIFAR:

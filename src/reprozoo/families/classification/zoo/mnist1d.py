@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from ....io import atomic_write_bytes

@@ -1,0 +1,90 @@
+"""MNIST from tiny idx files in the official format, and LeNet-5 as the paper describes it."""
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from reprozoo.datasets_store import prepare
+from reprozoo.families.classification.datasets import DATASETS
+from reprozoo.families.classification.models import MODELS
+from reprozoo.families.classification.zoo import mnist
+from reprozoo.recipes import load_recipe
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def _store(tmp_path, monkeypatch, n_train=30, n_test=12):
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)), "train_labels": rng.integers(0, 10, n_train),
+              "test_images": rng.integers(0, 256, (n_test, 28, 28)), "test_labels": rng.integers(0, 10, n_test)}
+    files = {}
+    for key, arr in arrays.items():
+        name = mnist.FILES[key][0]
+        raw = _idx(arr)
+        (tmp_path / "store/mnist").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "store/mnist" / name).write_bytes(gzip.compress(raw))
+        files[key] = (name, hashlib.md5(raw).hexdigest())
+    monkeypatch.setenv("REPROZOO_DATA", str(tmp_path / "store"))
+    monkeypatch.setattr(mnist.MNIST, "files", files)
+    return arrays
+
+
+def test_mnist_from_idx_files(project, monkeypatch, tmp_path):
+    arrays = _store(tmp_path, monkeypatch)
+    d = prepare("classification", "mnist")
+    ds = DATASETS.build({"name": "mnist"})
+    train, test = ds.load(d, "train"), ds.load(d, "test")
+    assert train.x.shape == (30, 1, 28, 28) and train.x.dtype == torch.uint8 and test.y.tolist() == arrays["test_labels"].tolist()
+    assert np.array_equal(train.x[:, 0].numpy(), arrays["train_images"])
+    assert not train.augment  # the paper's 0.95% is without distortions
+    assert ds.normalize == ([20.0], [200.0])  # 0 -> -0.1 and 255 -> 1.175, as sec. II.A
+    # a corrupt file is caught on its content, whatever its compression
+    monkeypatch.setattr(mnist.MNIST, "files", {**mnist.MNIST.files, "test_labels": (mnist.FILES["test_labels"][0], "0" * 32)})
+    with pytest.raises(ValueError, match="uncompressed md5"):
+        prepare("classification", "mnist", force=True)
+    with pytest.raises(ValueError, match="idx"):
+        mnist.read_idx(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
+
+
+def test_lenet5_matches_the_paper():
+    torch.manual_seed(0)
+    net = MODELS.build({"name": "lenet5"})
+    # sec. II.B: C1 156, S2 12, C3 1516 (Table I connections), S4 32, C5 48120, F6 10164 trainable parameters
+    c3 = int(net.c3_mask.sum()) * 25 + 16
+    sizes = {"c1": 156, "s2": 12, "s4": 32, "c5": 48120, "f6": 10164}
+    for name, n in sizes.items():
+        assert sum(p.numel() for p in getattr(net, name).parameters()) == n, name
+    assert c3 == 1516
+    assert [tuple(int(i) for i in net.c3_mask[j, :, 0, 0].nonzero().flatten()) for j in range(16)] == mnist.C3_TABLE
+    x = torch.zeros(5, 1, 28, 28)
+    assert net(x).shape == (5, 10)
+    bound = 2.4 / 25  # Appendix B: uniform in +-2.4 / fan-in
+    assert float(net.c1.weight.abs().max()) <= bound and float(net.c1.weight.abs().max()) > 0.9 * bound
+    # unconnected C3 weights never matter, connected ones do
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        out = net(x)
+        net.c3.weight[0, 5] += 100.0  # C3 map 0 does not see S2 map 5
+        assert torch.equal(net(x), out)
+        net.c3.weight[0, 0] += 1.0  # but it sees map 0
+        assert not torch.allclose(net(x), out)
+
+
+def test_lenet5_recipe_trains_on_idx_data(project, monkeypatch, tmp_path):
+    from reprozoo.runs import execute
+    from conftest import write
+
+    _store(tmp_path, monkeypatch)
+    write(project / "recipes/classification/tiny_lenet.yaml", """\
+        extends: lenet5_mnist
+        schedule: {iters: 20, batch_size: 10, milestones: [10, 15]}
+        eval: {interval: 10, batch_size: 6}
+        checkpoint_interval: 10
+        """)
+    m = execute(load_recipe("tiny_lenet"), 0, progress=False)
+    assert 0 <= m["test"]["accuracy"] <= 100
