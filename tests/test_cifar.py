@@ -138,6 +138,7 @@ def test_checkpoint_check_through_the_recipes_test_pipeline(project, monkeypatch
     assert (r["correct"], r["total"]) == (expected, 50)
     md = (project / "reports/checks/cifar10_resnet20_akamaster--resnet20-test.md").read_text()
     assert "| 50 (test split) |" in md and "**below**" in md  # a random network is far below 91.73
+    assert "checks/cifar10_resnet20_akamaster--resnet20-test.md" in (project / "reports/README.md").read_text()
     bad = tmp_path / "bad.th"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ConfigError, match="bad.th.*does not fit the model CifarResNet"):

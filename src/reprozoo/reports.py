@@ -140,7 +140,7 @@ def report(name: str) -> list:
 
 
 def write_index():
-    """`reports/README.md`: every verdict table and every ablation, newest runs first, with links."""
+    """`reports/README.md`: every verdict table, ablation and checkpoint check, newest first, with links."""
     out = paths.reports_dir()
     entries = []
     for j in sorted(out.glob("*.json")):
@@ -155,9 +155,15 @@ def write_index():
             adopted = [row["trick"] for rows in r["modes"].values() for row in rows if row["adopt"] == "yes"]
             entries.append((r["latest_run_utc"], "ablation", f"[{r['ablation']}: {r['description']}](ablations/{j.stem}.md) — "
                             f"{', '.join(r['modes'])}; adopt: {', '.join(dict.fromkeys(adopted)) or 'none'}"))
+    for j in sorted((out / "checks").glob("*.json")):
+        r = read_json(j)
+        if "checkpoint" in r and (out / "checks" / f"{j.stem}.md").exists():
+            entries.append((r.get("evaluated_utc", ""), "checkpoint", f"[`{r['checkpoint']}` through `{r['recipe']}`](checks/{j.stem}.md) — "
+                            f"top-1 {r['accuracy']:.2f} on {r['total']} images vs published {r['published']:.2f}: {r['verdict']}"))
     entries.sort(key=lambda e: e[0], reverse=True)
-    lines = ["# Reports", "", "Every baseline verdict table and every ablation, newest runs first. Written by "
-             "`reprozoo report` and `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages).", "",
+    lines = ["# Reports", "", "Every baseline verdict table, ablation and published-checkpoint check, newest runs first. "
+             "Written by `reprozoo report`, `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages) and "
+             "`reprozoo eval`.", "",
              "| latest run (UTC) | kind | report |", "|---|---|---|"]
     lines += [f"| {t or '–'} | {kind} | {text} |" for t, kind, text in entries]
     return atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
