@@ -167,3 +167,50 @@ def write_index():
              "| latest run (UTC) | kind | report |", "|---|---|---|"]
     lines += [f"| {t or '–'} | {kind} | {text} |" for t, kind, text in entries]
     return atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+
+
+def _tsv(path) -> list[tuple[int, float]]:
+    rows = path.read_text().splitlines()[1:]
+    return [(int(float(a)), float(b)) for a, b in (r.split("\t") for r in rows)]
+
+
+def curve_report(recipe: str, seed: int) -> list:
+    """`reports/checks/<recipe>-seed<N>-curve.{md,png}`: a finished run's training loss and eval metric curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .runs import run_dir
+
+    d = run_dir(recipe, seed)
+    metrics_dir = d / "dvclive/plots/metrics"
+    env, final = read_json(d / "env.json"), read_json(d / "metrics.json")
+    curves = {p.stem: _tsv(p) for p in sorted(metrics_dir.glob("*.tsv")) if p.stem in ("loss", "accuracy", "lr")}
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
+    for ax, (name, pts) in zip(axes[0], curves.items()):
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o" if len(pts) < 30 else None, ms=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"{recipe}, seed {seed}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    name = f"{recipe}-seed{seed}-curve"
+    out = paths.reports_dir() / "checks"
+    acc = curves.get("accuracy", [])
+    lines = [f"# Training curve: `{recipe}`, seed {seed}", "",
+             f"Run: `{env['command']}` ({env['wall_seconds']} s on {env['device']}, {env['determinism']['threads']} thread(s), "
+             f"git {str(env['git_revision'])[:12]}); written by `reprozoo curve {recipe} --seed {seed}`.", "",
+             f"![curves]({name}.png)", "", "| iteration | eval accuracy |", "|---:|---:|"]
+    lines += [f"| {s} | {v:.2f} |" for s, v in acc]
+    lines += ["", f"Final metrics: `{json_line(final)}`", ""]
+    return [atomic_write_bytes(out / f"{name}.png", buf.getvalue()), atomic_write_text(out / f"{name}.md", "\n".join(lines))]
+
+
+def json_line(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
