@@ -18,7 +18,7 @@ from reprozoo.families.classification.zoo import cifar
 from reprozoo.fetch import md5sum
 from reprozoo.recipes import load_recipe
 
-from conftest import REPO, write
+from conftest import REPO, short_run, write
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -108,17 +108,9 @@ def _subset_store(tmp_path, monkeypatch) -> Path:
 
 
 def test_image_tricks_train_on_cifar_images(project, monkeypatch, tmp_path):
-    from reprozoo.runs import execute
-
     _subset_store(tmp_path, monkeypatch)
-    write(project / "recipes/classification/tiny_cifar.yaml", """\
-        extends: cifar10_resnet20_akamaster
-        schedule: {iters: 4, batch_size: 4, milestones: [2, 3]}
-        eval: {interval: 2, batch_size: 25}
-        checkpoint_interval: 2
-        tricks: [trivialaugment, cutmix, random_erasing, hflip_tta, zero_init_residual, label_smoothing]
-        """)
-    m = execute(load_recipe("tiny_cifar"), 0, progress=False)
+    m = short_run(project, "cifar10_resnet20_akamaster", iters=4, batch=4, eval_batch=25,
+                  extra="tricks: [trivialaugment, cutmix, random_erasing, hflip_tta, zero_init_residual, label_smoothing]\n")
     assert 0 <= m["test"]["accuracy"] <= 100
 
 
