@@ -1,9 +1,11 @@
 """Training-step cost of reprozoo (MMEngine Runner, hooks, loader) against a bare PyTorch loop.
 
-Same model, batch size, optimizer and thread count; both skip their first 200 steps (warm-up).
-Evaluation and checkpoints are pushed past the end so only training steps are timed.
+Same model, data (the recipe's prepared training set, fetched and augmented by the same dataset
+class), normalisation, optimizer, batch size and thread count; both skip their first `--warmup`
+steps. Evaluation and checkpoints are pushed past the end so only training steps are timed.
 
     uv run python benchmarks/step_overhead.py mnist1d_mlp --steps 3000
+    REPROZOO_DATA=../shared/data uv run python benchmarks/step_overhead.py cifar10_resnet20_akamaster --steps 100 --warmup 10
 """
 from __future__ import annotations
 
@@ -16,28 +18,43 @@ from pathlib import Path
 import torch
 from mmengine.hooks import Hook
 
-from reprozoo.families.classification.engine import build_runner
+from reprozoo.datasets_store import ensure_prepared
+from reprozoo.families.classification.datasets import DATASETS
+from reprozoo.families.classification.engine import _optimizer, build_runner
 from reprozoo.families.classification.models import MODELS
 from reprozoo.recipes import load_recipe
 from reprozoo.runs import RunContext
 
-WARMUP = 200
-
-
 class _Clock(Hook):
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter == WARMUP:
+        if runner.iter == self.warmup:
             self.start = time.perf_counter()
 
 
-def bare(model, batch: int, steps: int, lr: float) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr)
-    x, y = torch.randn(4000, 40), torch.randint(0, 10, (4000,))
-    for i in range(steps + WARMUP):
-        if i == WARMUP:
+def bare(recipe, steps: int, warmup: int) -> float:
+    """A plain loop: index the batch, normalise, forward, backward, step."""
+    cfg = recipe.config
+    model = MODELS.build(cfg["model"])
+    o = _optimizer(cfg["optim"])
+    kind = getattr(torch.optim, o.pop("type"))
+    opt = kind(model.parameters(), **o)
+    ds = DATASETS.build(cfg["dataset"])
+    train = ds.load(ensure_prepared(recipe.family, cfg["dataset"]["name"]), "train")
+    norm = getattr(ds, "normalize", None)
+    if norm is not None:
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in norm)
+    batch, n = cfg["schedule"]["batch_size"], len(train)
+    model.train()
+    for i in range(steps + warmup):
+        if i == warmup:
             t = time.perf_counter()
-        b = (i * batch) % len(x)
-        loss = torch.nn.functional.cross_entropy(model(x[b:b + batch]), y[b:b + batch])
+        b = (i * batch) % n
+        data = train[list(range(b, min(b + batch, n)))]
+        x = data["inputs"] if norm is None else (data["inputs"].float() - mean) / std
+        loss = torch.nn.functional.cross_entropy(model(x), data["labels"])
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -48,22 +65,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe")
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--warmup", type=int, default=200)
     args = p.parse_args()
     r = load_recipe(args.recipe)
-    cfg = {**r.config, "schedule": {**r.config["schedule"], "iters": args.steps + WARMUP},
+    cfg = {**r.config, "schedule": {**r.config["schedule"], "iters": args.steps + args.warmup, "lr_schedule": "constant",
+                                    "warmup_iters": 0},
            "eval": {**r.config["eval"], "interval": 10**9}, "checkpoint_interval": 10**9}
     r = dataclasses.replace(r, config=cfg)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    t_bare = bare(MODELS.build(cfg["model"]), cfg["schedule"]["batch_size"], args.steps, cfg["optim"]["lr"])
+    t_bare = bare(r, args.steps, args.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         runner = build_runner(r, 0, RunContext(r, 0, Path(tmp), Path(tmp) / "dvclive", 1, progress=False))
-        clock = _Clock()
+        clock = _Clock(args.warmup)
         runner.register_hook(clock)
         runner.train()
         t_ours = (time.perf_counter() - clock.start) / args.steps
-    print(f"{args.recipe}: bare loop {t_bare * 1e3:.2f} ms/step, reprozoo {t_ours * 1e3:.2f} ms/step, "
-          f"throughput ratio reprozoo/bare = {t_bare / t_ours:.2f}")
+    batch = cfg["schedule"]["batch_size"]
+    print(f"{args.recipe}: bare loop {t_bare * 1e3:.2f} ms/step ({batch / t_bare:.0f} samples/s), reprozoo "
+          f"{t_ours * 1e3:.2f} ms/step ({batch / t_ours:.0f} samples/s), throughput ratio reprozoo/bare = {t_bare / t_ours:.2f}")
 
 
 if __name__ == "__main__":

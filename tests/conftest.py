@@ -42,3 +42,15 @@ def reprozoo(*args, cwd, check=True, env=None, **kw):
     cmd = [sys.executable, "-m", "reprozoo.cli", *map(str, args)]
     full_env = {**os.environ, "REPROZOO_ROOT": str(cwd), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=check, **kw)
+
+
+def short_run(project: Path, base: str, *, iters: int, batch: int, eval_batch: int, extra: str = "") -> dict:
+    """Train a few iterations of recipe `base` (written as `short_<base>.yaml`) with seed 0; its metrics."""
+    from reprozoo.recipes import load_recipe
+    from reprozoo.runs import execute
+
+    half = max(1, iters // 2)
+    write(project / f"recipes/classification/short_{base}.yaml",
+          f"extends: {base}\nschedule: {{iters: {iters}, batch_size: {batch}, milestones: [{half}, {iters}]}}\n"
+          f"eval: {{interval: {half}, batch_size: {eval_batch}}}\ncheckpoint_interval: {half}\n{extra}")
+    return execute(load_recipe(f"short_{base}"), 0, progress=False)

@@ -18,7 +18,7 @@ from reprozoo.families.classification.zoo import cifar
 from reprozoo.fetch import md5sum
 from reprozoo.recipes import load_recipe
 
-from conftest import REPO, write
+from conftest import REPO, short_run, write
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -108,17 +108,9 @@ def _subset_store(tmp_path, monkeypatch) -> Path:
 
 
 def test_image_tricks_train_on_cifar_images(project, monkeypatch, tmp_path):
-    from reprozoo.runs import execute
-
     _subset_store(tmp_path, monkeypatch)
-    write(project / "recipes/classification/tiny_cifar.yaml", """\
-        extends: cifar10_resnet20_akamaster
-        schedule: {iters: 4, batch_size: 4, milestones: [2, 3]}
-        eval: {interval: 2, batch_size: 25}
-        checkpoint_interval: 2
-        tricks: [trivialaugment, cutmix, random_erasing, hflip_tta, zero_init_residual, label_smoothing]
-        """)
-    m = execute(load_recipe("tiny_cifar"), 0, progress=False)
+    m = short_run(project, "cifar10_resnet20_akamaster", iters=4, batch=4, eval_batch=25,
+                  extra="tricks: [trivialaugment, cutmix, random_erasing, hflip_tta, zero_init_residual, label_smoothing]\n")
     assert 0 <= m["test"]["accuracy"] <= 100
 
 
@@ -138,6 +130,7 @@ def test_checkpoint_check_through_the_recipes_test_pipeline(project, monkeypatch
     assert (r["correct"], r["total"]) == (expected, 50)
     md = (project / "reports/checks/cifar10_resnet20_akamaster--resnet20-test.md").read_text()
     assert "| 50 (test split) |" in md and "**below**" in md  # a random network is far below 91.73
+    assert "checks/cifar10_resnet20_akamaster--resnet20-test.md" in (project / "reports/README.md").read_text()
     bad = tmp_path / "bad.th"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ConfigError, match="bad.th.*does not fit the model CifarResNet"):

@@ -76,15 +76,8 @@ def test_lenet5_matches_the_paper():
 
 
 def test_lenet5_recipe_trains_on_idx_data(project, monkeypatch, tmp_path):
-    from reprozoo.runs import execute
-    from conftest import write
+    from conftest import short_run
 
     _store(tmp_path, monkeypatch)
-    write(project / "recipes/classification/tiny_lenet.yaml", """\
-        extends: lenet5_mnist
-        schedule: {iters: 20, batch_size: 10, milestones: [10, 15]}
-        eval: {interval: 10, batch_size: 6}
-        checkpoint_interval: 10
-        """)
-    m = execute(load_recipe("tiny_lenet"), 0, progress=False)
+    m = short_run(project, "lenet5_mnist", iters=20, batch=10, eval_batch=6)
     assert 0 <= m["test"]["accuracy"] <= 100

@@ -85,3 +85,12 @@ def test_cli_reports_errors_without_traceback(project):
     assert out.returncode == 2 and "unknown recipe 'nope'" in out.stderr and "Traceback" not in out.stderr
     out = reprozoo("--help", cwd=project)
     assert "reprozoo run mnist1d_cnn --seed 0" in out.stdout
+
+
+def test_curve_report_of_a_finished_run(project):
+    from reprozoo.reports import curve_report
+
+    execute(load_recipe("tiny_mlp"), 0, progress=False)
+    png, md = curve_report("tiny_mlp", 0)
+    text = md.read_text()
+    assert png.read_bytes()[:4] == b"\x89PNG" and "| 100 |" in text and "| 300 |" in text and "reprozoo curve tiny_mlp" in text

@@ -38,19 +38,26 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
                      margin: float = 1.0, name: str | None = None) -> dict:
     """Evaluate `checkpoint` with `recipe`; write reports/checks/<name>.json and .md."""
     import hashlib
+    import shlex
     import sys
 
     from .families import get_family
 
     counts = get_family(recipe.family).evaluate(recipe, checkpoint)
+    from datetime import datetime, timezone
+
     result = {"recipe": recipe.name, "checkpoint": Path(checkpoint).name,
+              "evaluated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoint_md5": hashlib.md5(Path(checkpoint).read_bytes()).hexdigest(), "source": source,
-              "command": " ".join(["reprozoo", *sys.argv[1:]]) if sys.argv[0].endswith("reprozoo") else None,
+              "command": shlex.join(["reprozoo", *sys.argv[1:]]) if sys.argv[0].endswith("reprozoo") else None,
               **counts, **binomial_verdict(counts["correct"], counts["total"], published, tolerance=tolerance, margin=margin)}
     name = name or f"{recipe.name}--{Path(checkpoint).stem}"
     out = paths.reports_dir() / "checks"
     write_json(out / f"{name}.json", result)
     atomic_write_text(out / f"{name}.md", markdown(result))
+    from .reports import write_index
+
+    write_index()
     return result
 
 

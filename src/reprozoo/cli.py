@@ -138,6 +138,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_curve(args) -> int:
+    from .reports import curve_report
+
+    for p in curve_report(args.recipe, args.seed):
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_pipeline(args) -> int:
     from .claims import list_baselines
     from .pipeline import is_current, load_params, orphan_ablations, pipeline_file, write
@@ -207,6 +215,11 @@ def main(argv=None) -> int:
     s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
     s.add_argument("--name", default=None, help="report name under reports/checks/ (default RECIPE--CHECKPOINT)")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("curve", help="plot a finished run's loss and eval curves into reports/checks/")
+    s.add_argument("recipe")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_curve)
 
     s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
     s.add_argument("baseline", help="claims file name, or `all`")

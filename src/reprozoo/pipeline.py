@@ -93,8 +93,9 @@ def _family_code(family: str, what: str, arg) -> list[str]:
     from .families import get_family
 
     fam = get_family(family)
-    if hasattr(fam, what):
-        return [_rel(p) for p in getattr(fam, what)(arg)]
+    if hasattr(fam, what):  # named inside the repository's src/ tree, wherever the package is installed from
+        package = Path(__file__).resolve().parent
+        return [f"src/reprozoo/{Path(p).resolve().relative_to(package).as_posix()}" for p in getattr(fam, what)(arg)]
     return [f"src/reprozoo/families/{family}"]
 
 

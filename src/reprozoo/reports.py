@@ -140,7 +140,7 @@ def report(name: str) -> list:
 
 
 def write_index():
-    """`reports/README.md`: every verdict table and every ablation, newest runs first, with links."""
+    """`reports/README.md`: every verdict table, ablation and checkpoint check, newest first, with links."""
     out = paths.reports_dir()
     entries = []
     for j in sorted(out.glob("*.json")):
@@ -155,9 +155,62 @@ def write_index():
             adopted = [row["trick"] for rows in r["modes"].values() for row in rows if row["adopt"] == "yes"]
             entries.append((r["latest_run_utc"], "ablation", f"[{r['ablation']}: {r['description']}](ablations/{j.stem}.md) — "
                             f"{', '.join(r['modes'])}; adopt: {', '.join(dict.fromkeys(adopted)) or 'none'}"))
+    for j in sorted((out / "checks").glob("*.json")):
+        r = read_json(j)
+        if "checkpoint" in r and (out / "checks" / f"{j.stem}.md").exists():
+            entries.append((r.get("evaluated_utc", ""), "checkpoint", f"[`{r['checkpoint']}` through `{r['recipe']}`](checks/{j.stem}.md) — "
+                            f"top-1 {r['accuracy']:.2f} on {r['total']} images vs published {r['published']:.2f}: {r['verdict']}"))
     entries.sort(key=lambda e: e[0], reverse=True)
-    lines = ["# Reports", "", "Every baseline verdict table and every ablation, newest runs first. Written by "
-             "`reprozoo report` and `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages).", "",
+    lines = ["# Reports", "", "Every baseline verdict table, ablation and published-checkpoint check, newest runs first. "
+             "Written by `reprozoo report`, `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages) and "
+             "`reprozoo eval`.", "",
              "| latest run (UTC) | kind | report |", "|---|---|---|"]
     lines += [f"| {t or '–'} | {kind} | {text} |" for t, kind, text in entries]
     return atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+
+
+def _tsv(path) -> list[tuple[int, float]]:
+    rows = path.read_text().splitlines()[1:]
+    return [(int(float(a)), float(b)) for a, b in (r.split("\t") for r in rows)]
+
+
+def curve_report(recipe: str, seed: int) -> list:
+    """`reports/checks/<recipe>-seed<N>-curve.{md,png}`: a finished run's training loss and eval metric curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .runs import run_dir
+
+    d = run_dir(recipe, seed)
+    metrics_dir = d / "dvclive/plots/metrics"
+    env, final = read_json(d / "env.json"), read_json(d / "metrics.json")
+    curves = {p.stem: _tsv(p) for p in sorted(metrics_dir.glob("*.tsv")) if p.stem in ("loss", "accuracy", "lr")}
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
+    for ax, (name, pts) in zip(axes[0], curves.items()):
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o" if len(pts) < 30 else None, ms=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"{recipe}, seed {seed}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    name = f"{recipe}-seed{seed}-curve"
+    out = paths.reports_dir() / "checks"
+    acc = curves.get("accuracy", [])
+    lines = [f"# Training curve: `{recipe}`, seed {seed}", "",
+             f"Run: `{env['command']}` ({env['wall_seconds']} s on {env['device']}, {env['determinism']['threads']} thread(s), "
+             f"git {str(env['git_revision'])[:12]}); written by `reprozoo curve {recipe} --seed {seed}`.", "",
+             f"![curves]({name}.png)", "", "| iteration | eval accuracy |", "|---:|---:|"]
+    lines += [f"| {s} | {v:.2f} |" for s, v in acc]
+    lines += ["", f"Final metrics: `{json_line(final)}`", ""]
+    return [atomic_write_bytes(out / f"{name}.png", buf.getvalue()), atomic_write_text(out / f"{name}.md", "\n".join(lines))]
+
+
+def json_line(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
