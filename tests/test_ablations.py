@@ -145,3 +145,19 @@ def test_ablation_through_dvc_reruns_only_the_arms_an_edit_changes(tmp_path):
     write(root / "recipes/ablations/tiny_tricks.yaml", SPEC.format(eps=0.1).replace("seeds: [0, 1]", "seeds: [0, 7]"))
     out = pipeline(root, "tiny", check=False)
     assert out.returncode == 2 and "seeds [7] are not in params.yaml:tiny.seeds" in out.stderr
+
+
+def test_reprozoo_ablate_trains_missing_arms_without_dvc(project):
+    from conftest import reprozoo
+
+    spec(project, SPEC.format(eps=0.1).replace("[cumulative, leave-one-out, one-at-a-time]", "[one-at-a-time]"))
+    out = reprozoo("ablate", "tiny_tricks", "--no-progress", cwd=project)
+    assert "one-at-a-time:" in out.stdout and "adopt:" in out.stdout
+    for arm in ("tiny_mlp", "tiny_tricks+cosine", "tiny_tricks+label_smoothing"):
+        assert sorted(p.name for p in (project / "runs" / arm).glob("seed*")) == ["seed0", "seed1"]
+    md = (project / "reports/ablations/tiny_tricks.md").read_text()
+    assert "| cosine alone |" in md and "| label_smoothing alone |" in md
+    again = reprozoo("ablate", "tiny_tricks", "--no-progress", cwd=project)  # finished runs are reused
+    assert "already done" in again.stderr
+    note = reprozoo("pipeline", "all", "--check", cwd=project, check=False)
+    assert "no pipeline trains the base recipe of ablation 'tiny_tricks'" in note.stderr
