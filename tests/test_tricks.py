@@ -236,3 +236,19 @@ def test_all_sequence_tricks_together_in_a_real_run(project):
     m = execute(r, 0, progress=False)
     assert 10 < m["test"]["accuracy"] <= 100
     assert execute(r, 0, progress=False) == m  # finished: reused, not retrained
+
+
+def test_cutout_zeroes_a_square_that_may_be_clipped():
+    torch.manual_seed(0)
+    x = torch.ones(400, 3, 32, 32)
+    out = ct.cutout(x, size=16, p=1.0)
+    zeroed = (out[:, 0] == 0)
+    assert torch.equal(zeroed, out[:, 2] == 0)  # every channel
+    areas = zeroed.float().sum((1, 2))
+    assert float(areas.max()) == 256 and float(areas.min()) >= 64  # clipped at the border down to 8x8
+    for m in zeroed[:20]:
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert int(m.sum()) == len(rows) * len(cols)  # a rectangle: the square, clipped
+    seq = ct.cutout(torch.ones(50, 40), size=8, p=0.5)
+    hit = (seq == 0).any(1)
+    assert 10 < int(hit.sum()) < 40 and int((seq == 0).sum(1).max()) == 8

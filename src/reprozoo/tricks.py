@@ -49,6 +49,11 @@ def random_erasing(p: float = 0.5, min_area: float = 0.02, max_area: float = 0.3
     """With probability p, set a random region of each training input (area fraction in [min, max]) to `value`."""
 
 
+@_trick("cutout", "DeVries & Taylor, Improved Regularization of CNNs with Cutout, 2017 (16x16 on CIFAR-10)")
+def cutout(size: int = 16, p: float = 1.0):
+    """Zero a size x size square (a segment for 1-D signals) at a uniformly random centre of each training input."""
+
+
 @_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage")
 def ema(momentum: float = 0.0002):
     """Evaluate an exponential moving average of the weights: ema = (1 - momentum) * ema + momentum * w."""

@@ -32,7 +32,7 @@ class Classifier(BaseModel):
 
     def __init__(self, net: torch.nn.Module, num_classes: int, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, erasing: dict | None = None, policy: str | None = None,
-                 tta_flip: bool = False, zero_init_residual: bool = False, normalize=None):
+                 tta_flip: bool = False, zero_init_residual: bool = False, normalize=None, cutout: dict | None = None):
         super().__init__()
         self.net = net
         if normalize is not None:
@@ -42,6 +42,7 @@ class Classifier(BaseModel):
         self.normalized = normalize is not None
         self.num_classes, self.label_smoothing, self.tta_flip = num_classes, label_smoothing, tta_flip
         self.mixup_alpha, self.cutmix_alpha, self.erasing, self.policy = mixup_alpha, cutmix_alpha, erasing, policy
+        self.cutout = cutout
         if zero_init_residual:
             net.zero_init_residual()
 
@@ -52,6 +53,8 @@ class Classifier(BaseModel):
         inputs = self.prepare(inputs)
         if self.erasing:
             inputs = tricks.random_erasing(inputs, **self.erasing)
+        if self.cutout:
+            inputs = tricks.cutout(inputs, **self.cutout)
         if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
             inputs, labels = tricks.mix(inputs, labels, self.num_classes, self.mixup_alpha, self.cutmix_alpha)
         return inputs, labels

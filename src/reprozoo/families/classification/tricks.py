@@ -34,6 +34,8 @@ def _check(config: dict, trick: dict, file, key: str) -> None:
                   f"{DATASETS.info(config['dataset']['name']).get('modality', 'non-image')} inputs"
     elif name == "autoaugment" and trick["policy"] not in ("cifar10", "imagenet", "svhn"):
         raise ConfigError(file, f"{key}.policy", f"unknown AutoAugment policy {trick['policy']!r}", ["cifar10", "imagenet", "svhn"])
+    elif name == "cutout" and trick["size"] < 1:
+        raise ConfigError(file, f"{key}.size", f"must be >= 1, got {trick['size']!r}")
     elif name == "warmup" and not 0 < trick["fraction"] < 1:
         raise ConfigError(file, f"{key}.fraction", f"must be in (0, 1), got {trick['fraction']!r}")
     if problem:
@@ -84,6 +86,8 @@ def patch_runner(runner_cfg: dict, tricks: list[dict]) -> dict:
             model["cutmix_alpha"] = t["alpha"]
         elif n == "random_erasing":
             model["erasing"] = {k: v for k, v in t.items() if k != "name"}
+        elif n == "cutout":
+            model["cutout"] = {"size": t["size"], "p": t["p"]}
         elif n == "trivialaugment":
             model["policy"] = "trivialaugment"
         elif n == "autoaugment":
@@ -135,6 +139,17 @@ def random_erasing(x: torch.Tensor, p: float, min_area: float, max_area: float, 
     starts, lengths = torch.cat([b[0] for b in boxes]), torch.cat([b[1] for b in boxes])
     mask = _box_mask(x, starts, lengths) & apply.view(n, *[1] * (x.ndim - 1))
     return x.masked_fill(mask, value)
+
+
+def cutout(x: torch.Tensor, size: int, p: float) -> torch.Tensor:
+    """Cutout as its authors' code: the square's centre is uniform over the image, so it may be clipped."""
+    n, dims = x.shape[0], _spatial_dims(x)
+    shape = torch.tensor([x.shape[d] for d in dims])
+    centres = (torch.rand(n, len(dims)) * shape).long()
+    starts = (centres - size // 2).clamp(min=0)
+    ends = torch.minimum(centres + size - size // 2, shape)
+    mask = _box_mask(x, starts, ends - starts) & (torch.rand(n) < p).view(n, *[1] * (x.ndim - 1))
+    return x.masked_fill(mask, 0.0)
 
 
 def mix(x: torch.Tensor, targets: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float):

@@ -25,6 +25,7 @@ NORMALIZE = {
     "imagenet": ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),  # akamaster/pytorch_resnet_cifar10
     "cifar10": ([125.307, 122.961, 113.8575], [51.5865, 50.847, 51.255]),  # MMPretrain cifar10_bs16.py
     "cifar100": ([129.304, 124.07, 112.434], [68.17, 65.392, 70.418]),  # MMPretrain cifar100_bs16.py
+    "devries2017": ([125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),  # uoguelph-mlrg/Cutout train.py
 }
 
 
