@@ -138,6 +138,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .checks import check
+    from .recipes import load_recipe
+
+    results, written = check(load_recipe(args.recipe), args.seed)
+    for c in results:
+        print(f"{'pass' if c.ok else 'FAIL'}  {c.name:<20} {c.summary}")
+    for p in written:
+        print(f"wrote {p}")
+    return 0 if all(c.ok for c in results) else 1
+
+
 def cmd_curve(args) -> int:
     from .reports import curve_report
 
@@ -215,6 +227,11 @@ def main(argv=None) -> int:
     s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
     s.add_argument("--name", default=None, help="report name under reports/checks/ (default RECIPE--CHECKPOINT)")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("check", help="sanity checks on a recipe's real data and model -> reports/checks/<recipe>.md")
+    s.add_argument("recipe")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("curve", help="plot a finished run's loss and eval curves into reports/checks/")
     s.add_argument("recipe")

@@ -7,6 +7,8 @@
 - optionally `dataset_code(name)` and `train_code(config)`: the family files that preparing the
   dataset and training the recipe execute, so pipeline stages depend on those only.
 
+A family's sanity checks (`reprozoo check`) live in its `checks` module: `run_checks(recipe, seed, png)`.
+
 Tricks are declared in `reprozoo.tricks` and implemented by each family that lists them.
 
 The core imports a family only when a recipe names it, so one family's heavy dependencies

@@ -1,0 +1,264 @@
+"""Sanity checks for a classification recipe, on its real data pipeline and model (see `reprozoo.checks`)."""
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...checks import Check
+from ...runs import RunContext
+from ...seeding import seed_everything
+from .engine import Classifier, runner_config
+
+
+def _setup(recipe, seed: int, work: Path):
+    """The recipe's Runner config (tricks applied), its model and its training loader."""
+    ctx = RunContext(recipe, seed, work, work / "dvclive", threads=1, progress=False)
+    cfg = runner_config(recipe, seed, ctx)
+    model = Classifier(**cfg["model"])
+    return cfg, model, cfg["train_dataloader"]
+
+
+def _fresh(recipe, seed: int, work: Path) -> Classifier:
+    """A new model built exactly as a run builds it, without the recipe's training-time augmentations."""
+    cfg = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", threads=1, progress=False))
+    m = cfg["model"]
+    return Classifier(m["net"], m["num_classes"], normalize=m.get("normalize"))
+
+
+def input_audit(recipe, seed, work) -> Check:
+    cfg, model, loader = _setup(recipe, seed, work)
+    batch = next(iter(loader))
+    x, y = model.augment(batch["inputs"], batch["labels"])
+    n_cls = model.num_classes
+    labels = y.argmax(-1) if y.ndim == 2 else y
+    problems = []
+    xf = x.float()
+    if not torch.isfinite(xf).all():
+        problems.append(f"{int((~torch.isfinite(xf)).sum())} NaN/Inf values in the inputs")
+    chans = xf.transpose(0, 1).reshape(xf.shape[1], -1) if xf.ndim >= 3 else xf.reshape(1, -1)
+    mean, std, lo, hi = chans.mean(1), chans.std(1), chans.min(1).values, chans.max(1).values
+    if float(hi.max()) > 20 or float(lo.min()) < -20:
+        problems.append(f"inputs range [{float(lo.min()):.1f}, {float(hi.max()):.1f}]: not normalised (0-255 pixels?); "
+                        "set the dataset's `normalize`")
+    if (std == 0).any():
+        problems.append(f"constant channel(s) {(std == 0).nonzero().flatten().tolist()}")
+    if int(labels.min()) < 0 or int(labels.max()) >= n_cls:
+        problems.append(f"labels outside [0, {n_cls - 1}]: min {int(labels.min())}, max {int(labels.max())}")
+    counts = torch.bincount(labels.clamp(0, n_cls - 1), minlength=n_cls)
+    rows = [f"batch {tuple(x.shape)} {x.dtype}, labels {tuple(y.shape)} {y.dtype}"] + [
+        f"channel {i}: mean {float(mean[i]):.3f}, std {float(std[i]):.3f}, min {float(lo[i]):.3f}, max {float(hi[i]):.3f}"
+        for i in range(min(len(mean), 8))] + [f"classes in the batch: {counts.tolist()}"]
+    return Check("input audit", not problems, "; ".join(problems) or "finite, normalised, labels in range", rows)
+
+
+def overfit_batch(recipe, seed, work, samples: int = 8, steps: int = 400, lr: float = 1e-3) -> Check:
+    model = _fresh(recipe, seed, work)
+    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    if hasattr(train, "augment"):
+        train.augment = False
+    batch = train[list(range(samples))]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        return Check("overfit one batch", False, f"no trainable parameters: all {len(frozen)} are frozen (requires_grad=False)", [])
+    opt = torch.optim.Adam(trainable, lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model.net(model.prepare(batch["inputs"])), batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    model.eval()
+    with torch.no_grad():
+        acc = float((model.net(model.prepare(batch["inputs"])).argmax(-1) == batch["labels"]).float().mean()) * 100
+    ok = losses[-1] < 0.1 and acc == 100.0  # "close to zero": below 0.1 nats, every sample right
+    hint = "" if ok else (f"; {len(frozen)} frozen parameter tensors" if frozen else "") + \
+        "; look at the labels (do they match the inputs?), the loss, the learning rate and the model's output size"
+    rows = [f"{samples} samples, Adam lr {lr:g}, augmentation and dropout off, {steps} steps",
+            f"loss {losses[0]:.3f} -> {losses[steps // 2]:.3f} -> {losses[-1]:.4f}; train accuracy {acc:.1f}%"]
+    return Check("overfit one batch", ok, f"final loss {losses[-1]:.4f}, accuracy {acc:.0f}%" + hint, rows)
+
+
+def trivial_solution(recipe, seed, work, samples: int = 128, steps: int = 100) -> Check:
+    """Inputs that carry the label: a model wired correctly to its loss learns them at once."""
+    model = _fresh(recipe, seed, work)
+    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    batch = train[list(range(min(samples, len(train))))]
+    y = batch["labels"]
+    x = model.prepare(batch["inputs"]).detach().clone() * 0
+    flat = x.view(len(x), -1)
+    width = flat.shape[1] // model.num_classes
+    for i, label in enumerate(y.tolist()):
+        flat[i, label * width:(label + 1) * width] = 3.0  # a block of the input says which class it is
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model.net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((model.eval().net(x).argmax(-1) == y).float().mean()) * 100
+    ok = acc >= 95
+    return Check("trivial solution", ok, f"{acc:.0f}% after {steps} steps on inputs that encode the label"
+                 + ("" if ok else ": the wiring between data, model output and loss is broken"), [])
+
+
+def mode_audit(recipe, seed, work) -> Check:
+    model = _fresh(recipe, seed, work)
+    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    x = model.prepare(train[list(range(16))]["inputs"])
+    has_modes = any(isinstance(m, (torch.nn.Dropout, torch.nn.modules.batchnorm._BatchNorm)) for m in model.modules())
+    with torch.no_grad():
+        model.eval()
+        e1, e2 = model.net(x), model.net(x)
+        model.train()
+        t = model.net(x)
+    eval_det = torch.equal(e1, e2)
+    differs = not torch.allclose(e1, t)
+    ok = eval_det and (differs or not has_modes)
+    detail = ("eval is deterministic" if eval_det else "eval gives different outputs on the same input") + "; " + (
+        ("train and eval differ, as dropout/norm layers should" if differs else "train and eval outputs are equal although "
+         "the model has dropout/norm layers: is model.train()/eval() reaching them?") if has_modes else "no dropout or norm layers")
+    return Check("mode audit", ok, detail, [])
+
+
+def determinism(recipe, seed, work, steps: int = 20) -> Check:
+    def losses(s):
+        seed_everything(s, deterministic=True, threads=1)
+        model = _fresh(recipe, s, work)
+        loader = runner_config(recipe, s, RunContext(recipe, s, work, work / "dvclive", 1, False))["train_dataloader"]
+        opt = torch.optim.SGD(model.parameters(), 0.01)
+        out, it = [], iter(loader)
+        model.train()
+        for _ in range(steps):
+            b = next(it)
+            loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        return out
+
+    a, b, c = losses(seed), losses(seed), losses(seed + 1)
+    ok = a == b and a != c
+    detail = ("same seed: identical losses" if a == b else f"same seed: losses differ from step {next(i for i in range(steps) if a[i] != b[i])}") + \
+        ("; another seed: different" if a != c else "; another seed gives the same losses: is the seed used?")
+    return Check("determinism", ok, detail, [f"seed {seed}: {a[:4]}...", f"seed {seed + 1}: {c[:4]}..."])
+
+
+def throughput(recipe, seed, work, steps: int = 10) -> Check:
+    cfg, model, loader = _setup(recipe, seed, work)
+    opt = torch.optim.SGD(model.parameters(), 0.01)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        next(it)
+    prof.disable()
+    t_load = (time.perf_counter() - t0) / steps
+    batch_size = loader.batch_sampler.batch_size if loader.batch_sampler is not None else loader.sampler.batch_size
+    wait = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t1 = time.perf_counter()
+        b = next(it)
+        wait += time.perf_counter() - t1
+        loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t_step = (time.perf_counter() - t0) / steps
+    scan = []
+    data = loader.dataset
+    for bs in (2 ** k for k in range(4, 11) if 2 ** k <= max(16, 2 * batch_size)):  # up to twice the recipe's batch
+        idx = [i % len(data) for i in range(bs)]
+        b = data[idx]
+        t0 = time.perf_counter()
+        for _ in range(2):
+            loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        scan.append((bs, 2 * bs / (time.perf_counter() - t0)))
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(6)
+    top = [ln.strip() for ln in buf.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()][:6]
+    rows = [f"loader alone: {batch_size / t_load:.0f} samples/s; full training steps: {batch_size / t_step:.0f} samples/s; "
+            f"waiting for data: {100 * wait / (t_step * steps):.1f}% of step time",
+            "batch-size scan (samples/s, one thread): " + ", ".join(f"{bs}: {sps:.0f}" for bs, sps in scan),
+            "input pipeline profile (cumulative): " + " | ".join(top[:4])]
+    input_bound = wait / (t_step * steps) > 0.5
+    return Check("throughput", not input_bound, "input-bound: more than half of each step waits for data" if input_bound
+                 else f"{batch_size / t_step:.0f} samples/s at batch {batch_size}; data wait {100 * wait / (t_step * steps):.1f}%", rows)
+
+
+def look_at_data(recipe, seed, work, out_png: Path) -> Check:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg, model, loader = _setup(recipe, seed, work)
+    batch = next(iter(loader))
+    x, y = model.augment(batch["inputs"], batch["labels"])
+    labels = y.argmax(-1) if y.ndim == 2 else y
+    k = min(16, len(x))
+    fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= k:
+            continue
+        xi = x[i].float()
+        if xi.ndim == 3:
+            img = xi.permute(1, 2, 0)
+            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+            ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
+        else:
+            ax.axis("on")
+            ax.plot(xi.flatten().numpy(), lw=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(str(int(labels[i])), fontsize=8)
+    fig.suptitle(f"{recipe.name}: training inputs as the network receives them (augmented), with labels", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    all_y = loader.dataset.y if hasattr(loader.dataset, "y") else labels
+    counts = np.bincount(all_y.numpy(), minlength=model.num_classes)
+    ratio = counts.max() / max(counts.min(), 1)
+    ok = ratio <= 10
+    rows = [f"training set: {len(all_y)} samples, input shape {tuple(loader.dataset.x.shape[1:])}",
+            f"class counts: {counts.tolist()} (largest/smallest {ratio:.2f})"]
+    return Check("look at the data", ok, f"grid of {k} augmented samples in {out_png.name}; "
+                 + ("classes balanced within 10x" if ok else f"extreme class imbalance ({ratio:.0f}x)"), rows, [out_png.name])
+
+
+def _guarded(name, fn, *args) -> Check:
+    """A check that raises fails with the error as its diagnosis, and the others still run."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any error is the finding
+        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
+
+
+def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
+    checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
+              ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
+        return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
