@@ -92,3 +92,20 @@ def test_reduced_baseline_through_dvc(tmp_path):
     out, ran = _repro(root, target, "-S", "tiny.seeds=[0,1]", command="exp run")
     assert ran == ["compare_tiny", "report_tiny"], out  # an override reuses the runs it already has
     assert "Ran experiment" in out
+
+
+def test_opt_in_checks_run_before_training(tmp_path):
+    root, params = tiny_baseline_repo(tmp_path)
+    params["tiny"]["checks"] = ["tiny_mlp"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(root, "tiny")
+    stages = yaml.safe_load((root / "pipelines/tiny/dvc.yaml").read_text())["stages"]
+    assert stages["check_tiny_mlp"]["cmd"] == "reprozoo check tiny_mlp"
+    assert "reports/checks/tiny_mlp.md" in stages["train_tiny_mlp"]["deps"]
+    _, ran = _repro(root, "pipelines/tiny/dvc.yaml:train_tiny_mlp")
+    assert ran.index("check_tiny_mlp") < ran.index("train_tiny_mlp@0")
+    assert "7/7 passed" in (root / "reports/checks/tiny_mlp.md").read_text()
+    params["tiny"]["checks"] = ["mnist1d_cnn"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    out = pipeline(root, "tiny", check=False)
+    assert out.returncode == 2 and "'mnist1d_cnn' is not a recipe of this baseline" in out.stderr

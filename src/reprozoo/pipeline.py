@@ -45,23 +45,30 @@ def load_params() -> dict:
     return data
 
 
+KEYS = ["checks", "recipes", "seeds"]
+
+
 def baseline_params(name: str) -> dict:
-    """`params.yaml:<name>`: `seeds` (list of ints) and optional extra `recipes`."""
+    """`params.yaml:<name>`: `seeds` (list of ints), optional extra `recipes`, and `checks`: recipes whose
+    sanity checks (`reprozoo check`) run as a stage that their training waits for."""
     path, params = params_file(), load_params()
     section = params.get(name)
     if section is None:
         raise ConfigError(path, name, "no section for this baseline", params)
     if not isinstance(section, dict):
-        raise ConfigError(path, name, f"expected a mapping, got {section!r}", ["seeds", "recipes"])
-    unknown = set(section) - {"seeds", "recipes"}
+        raise ConfigError(path, name, f"expected a mapping, got {section!r}", KEYS)
+    unknown = set(section) - set(KEYS)
     if unknown:
-        raise ConfigError(path, f"{name}.{sorted(unknown)[0]}", "unknown key", ["seeds", "recipes"])
+        raise ConfigError(path, f"{name}.{sorted(unknown)[0]}", "unknown key", KEYS)
     seeds = section.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(path, f"{name}.seeds", f"expected a non-empty list of non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, f"{name}.seeds", f"seeds repeat: {seeds}")
-    return {"seeds": seeds, "recipes": section.get("recipes", [])}
+    checks = section.get("checks", [])
+    if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
+        raise ConfigError(path, f"{name}.checks", f"expected a list of recipe names, got {checks!r}")
+    return {"seeds": seeds, "recipes": section.get("recipes", []), "checks": checks}
 
 
 def pipeline_file(name: str) -> Path:
@@ -137,8 +144,19 @@ def render(name: str) -> str:
     nested = name != DEFAULT_BASELINE
     common = {"wdir": "../.."} if nested else {}
     stages: dict[str, dict] = {} if nested else _prepare_stages(_datasets(recipes), common)
+    checks = baseline_params(name)["checks"]
+    for c in checks:
+        if c not in {r.name for r in recipes}:
+            raise ConfigError(params_file(), f"{name}.checks", f"{c!r} is not a recipe of this baseline", [r.name for r in recipes])
     for r in recipes:
-        stages[f"train_{r.name}"] = _train_stage(r.name, r, r.chain, f"${{{name}.seeds}}", r.name, common, bool(r.config["tricks"]))
+        train = _train_stage(r.name, r, r.chain, f"${{{name}.seeds}}", r.name, common, bool(r.config["tricks"]))
+        if r.name in checks:  # opt-in: the checks run first, and a failing check stops the pipeline before training
+            stages[f"check_{r.name}"] = {
+                **common, "cmd": f"reprozoo check {r.name}",
+                "deps": [d for d in train["deps"]] + ["src/reprozoo/checks.py", f"src/reprozoo/families/{r.family}/checks.py"],
+                "outs": [{f"reports/checks/{r.name}{ext}": {"cache": False}} for ext in (".md", "-samples.png")]}
+            train["deps"] = [*train["deps"], f"reports/checks/{r.name}.md"]
+        stages[f"train_{r.name}"] = train
     stages[f"compare_{name}"] = {
         **common,
         "cmd": f"reprozoo compare {name}",
