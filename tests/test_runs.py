@@ -72,6 +72,11 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(project):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (d / "metrics.json").exists()  # a killed run leaves no partial results
+    # the checkpoint is written before the validation of its iteration: a kill in between leaves no row
+    # for it; make that case happen every time, the resumed run must log it again
+    ckpt = int(marker.read_text().split("iter_")[1].split(".")[0])
+    acc = marker.parent / "dvclive/plots/metrics/accuracy.tsv"
+    acc.write_text("".join(r for r in acc.read_text().splitlines(keepends=True) if not r.startswith(f"{ckpt}\t")))
 
     reprozoo("run", "long_mlp", "--seed", "3", "--no-progress", cwd=project)
     env = json.loads((d / "env.json").read_text())

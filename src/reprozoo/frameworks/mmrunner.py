@@ -69,7 +69,14 @@ class ResumeStateHook(Hook):
       augmentation and dropout stay on the uninterrupted stream.
     - Stores the message hub's history buffers as plain lists: as numpy objects they need
       `builtins.getattr` allowlisted for `torch.load(weights_only=True)`, which would defeat it.
+    - Re-runs the validation due at the resumed iteration: the checkpoint is written before that
+      validation, so a run killed in between would otherwise miss it (`truncate_curves` drops it).
     """
+
+    def before_train(self, runner) -> None:
+        loop, it = runner.train_loop, runner.iter
+        if it > 0 and runner.val_loop is not None and it >= loop.val_begin and (it % loop.val_interval == 0 or it == loop.max_iters):
+            runner.val_loop.run()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -129,15 +136,17 @@ def last_checkpoint_iter(work_dir: Path) -> int:
     return int(m.group(1)) if m and Path(marker.read_text().strip()).exists() else 0
 
 
-def truncate_curves(curves_dir: Path, last_step: int) -> None:
-    """Drop DVCLive rows logged after `last_step`, so a resumed run appends without duplicates."""
+def truncate_curves(curves_dir: Path, last_step: int, val_keys=()) -> None:
+    """Drop DVCLive rows logged after `last_step`, so a resumed run appends without duplicates; for the
+    validation metrics (`val_keys`) also the row at `last_step`, which the resumed run logs again."""
     for tsv in Path(curves_dir).glob("plots/metrics/**/*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
             fields = rows[0].keys() if rows else None
         if fields is None:
             continue
-        keep = [r for r in rows if int(r["step"]) <= last_step]
+        limit = last_step - 1 if tsv.stem in val_keys else last_step
+        keep = [r for r in rows if int(r["step"]) <= limit]
         with open(tsv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(fields), delimiter="\t")
             w.writeheader()

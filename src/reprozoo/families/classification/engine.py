@@ -130,7 +130,7 @@ def runner_config(recipe, seed, ctx) -> dict:
     resumed = last_checkpoint_iter(ctx.work_dir)
     ctx.resumed_from = resumed
     if resumed:
-        truncate_curves(ctx.curves_dir, resumed)
+        truncate_curves(ctx.curves_dir, resumed, val_keys=("accuracy",))
     s, e = cfg["schedule"], cfg["eval"]
     eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
     runner_cfg = dict(
