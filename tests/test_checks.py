@@ -1,6 +1,5 @@
 """`reprozoo check`: each check passes a healthy setup and catches the broken one it is for."""
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

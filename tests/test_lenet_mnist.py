@@ -10,7 +10,6 @@ from reprozoo.datasets_store import prepare
 from reprozoo.families.classification.datasets import DATASETS
 from reprozoo.families.classification.models import MODELS
 from reprozoo.families.classification.zoo import mnist
-from reprozoo.recipes import load_recipe
 
 
 def _idx(arr: np.ndarray) -> bytes:

@@ -189,6 +189,7 @@ def analyze(ab: Ablation) -> dict:
     """Paired statistics for every row, Holm-corrected within each mode; writes reports/ablations/<name>.json."""
     from .ablation_stats import compare_rows
     from .runs import run_dir
+    from .stats import summarize
 
     values = {a.name: _values(ab, a) for a in ab.arms()}
     result = {"ablation": ab.name, "description": ab.config["description"], "base": ab.config["base"],
@@ -196,8 +197,6 @@ def analyze(ab: Ablation) -> dict:
               "seeds": ab.config["seeds"], "tricks": [label(t) for t in ab.tricks], "modes": {},
               "arms": {name: {"values": [v[s] for s in ab.config["seeds"]]} for name, v in values.items()}}
     for name, v in values.items():
-        from .stats import summarize
-
         result["arms"][name].update({k: _clean(x) for k, x in asdict(summarize(list(v.values()))).items()})
     rows_by_mode: dict[str, list] = {}
     for r in ab.rows():

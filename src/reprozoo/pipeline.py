@@ -153,7 +153,7 @@ def render(name: str) -> str:
         if r.name in checks:  # opt-in: the checks run first, and a failing check stops the pipeline before training
             stages[f"check_{r.name}"] = {
                 **common, "cmd": f"reprozoo check {r.name}",
-                "deps": [d for d in train["deps"]] + ["src/reprozoo/checks.py", f"src/reprozoo/families/{r.family}/checks.py"],
+                "deps": [*train["deps"], "src/reprozoo/checks.py", f"src/reprozoo/families/{r.family}/checks.py"],
                 "outs": [{f"reports/checks/{r.name}{ext}": {"cache": False}} for ext in (".md", "-samples.png")]}
             train["deps"] = [*train["deps"], f"reports/checks/{r.name}.md"]
         stages[f"train_{r.name}"] = train

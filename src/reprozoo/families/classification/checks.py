@@ -18,19 +18,22 @@ from ...seeding import seed_everything
 from .engine import Classifier, runner_config
 
 
+def _config(recipe, seed: int, work: Path) -> dict:
+    """The recipe's Runner config for `seed` (tricks applied), built as a run builds it."""
+    return runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", threads=1, progress=False))
+
+
 def _setup(recipe, seed: int, work: Path):
-    """The recipe's Runner config (tricks applied), its model and its training loader."""
-    ctx = RunContext(recipe, seed, work, work / "dvclive", threads=1, progress=False)
-    cfg = runner_config(recipe, seed, ctx)
-    model = Classifier(**cfg["model"])
-    return cfg, model, cfg["train_dataloader"]
+    """The recipe's Runner config, its model and its training loader."""
+    cfg = _config(recipe, seed, work)
+    return cfg, Classifier(**cfg["model"]), cfg["train_dataloader"]
 
 
-def _fresh(recipe, seed: int, work: Path) -> Classifier:
-    """A new model built exactly as a run builds it, without the recipe's training-time augmentations."""
-    cfg = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", threads=1, progress=False))
+def _fresh(recipe, seed: int, work: Path):
+    """A new model, without the recipe's training-time augmentations, and the training loader."""
+    cfg = _config(recipe, seed, work)
     m = cfg["model"]
-    return Classifier(m["net"], m["num_classes"], normalize=m.get("normalize"))
+    return Classifier(m["net"], m["num_classes"], normalize=m.get("normalize")), cfg["train_dataloader"]
 
 
 def input_audit(recipe, seed, work) -> Check:
@@ -60,8 +63,8 @@ def input_audit(recipe, seed, work) -> Check:
 
 
 def overfit_batch(recipe, seed, work, samples: int = 8, steps: int = 400, lr: float = 1e-3) -> Check:
-    model = _fresh(recipe, seed, work)
-    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    model, loader = _fresh(recipe, seed, work)
+    train = loader.dataset
     if hasattr(train, "augment"):
         train.augment = False
     batch = train[list(range(samples))]
@@ -91,8 +94,8 @@ def overfit_batch(recipe, seed, work, samples: int = 8, steps: int = 400, lr: fl
 
 def trivial_solution(recipe, seed, work, samples: int = 128, steps: int = 100) -> Check:
     """Inputs that carry the label: a model wired correctly to its loss learns them at once."""
-    model = _fresh(recipe, seed, work)
-    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    model, loader = _fresh(recipe, seed, work)
+    train = loader.dataset
     batch = train[list(range(min(samples, len(train))))]
     y = batch["labels"]
     x = model.prepare(batch["inputs"]).detach().clone() * 0
@@ -115,8 +118,8 @@ def trivial_solution(recipe, seed, work, samples: int = 128, steps: int = 100) -
 
 
 def mode_audit(recipe, seed, work) -> Check:
-    model = _fresh(recipe, seed, work)
-    train = runner_config(recipe, seed, RunContext(recipe, seed, work, work / "dvclive", 1, False))["train_dataloader"].dataset
+    model, loader = _fresh(recipe, seed, work)
+    train = loader.dataset
     x = model.prepare(train[list(range(16))]["inputs"])
     has_modes = any(isinstance(m, (torch.nn.Dropout, torch.nn.modules.batchnorm._BatchNorm)) for m in model.modules())
     with torch.no_grad():
@@ -136,8 +139,7 @@ def mode_audit(recipe, seed, work) -> Check:
 def determinism(recipe, seed, work, steps: int = 20) -> Check:
     def losses(s):
         seed_everything(s, deterministic=True, threads=1)
-        model = _fresh(recipe, s, work)
-        loader = runner_config(recipe, s, RunContext(recipe, s, work, work / "dvclive", 1, False))["train_dataloader"]
+        model, loader = _fresh(recipe, s, work)
         opt = torch.optim.SGD(model.parameters(), 0.01)
         out, it = [], iter(loader)
         model.train()
