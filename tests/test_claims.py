@@ -44,7 +44,6 @@ def test_defaults_and_per_claim_source(project):
     ("title: t\n" + SRC + "defaults: {metric: a, split: s}\nclaims:\n  - {recipe: mnist1d_mlp, value: 1, std: -1}\n",
      ["claims[0].std", "must be >= 0"]),
     ("title: t\n" + SRC + "claims:\n  - {recipe: mnist1d_mlp, value: 1}\n", ["claims[0].metric", "missing"]),
-    ("title: t\n" + SRC + "claims: []\n", ["key 'claims'", "at least one claim"]),
     (SRC + "claims:\n  - {recipe: mnist1d_mlp, value: 1}\n", ["key 'title'", "missing required key"]),
 ])
 def test_claim_errors(project, text, words):

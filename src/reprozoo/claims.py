@@ -6,6 +6,7 @@ where the number comes from. A claim without a source is rejected.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,11 @@ class Claim:
     margin: float
     source: dict[str, str]
     notes: str
+    with_split: bool = False  # the same recipe and metric is claimed on several splits
 
     @property
     def label(self) -> str:
-        return f"{self.recipe}:{self.metric}"
+        return f"{self.recipe}:{self.metric}" + (f"@{self.split}" if self.with_split else "")
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,6 @@ def load_baseline(ref: str | Path, known_recipes=None) -> Baseline:
     except yaml.YAMLError as e:
         raise ConfigError(path, None, f"not valid YAML: {e}") from None
     data = FILE_SCHEMA.validate(raw, path, "")
-    if not data["claims"]:
-        raise ConfigError(path, "claims", "a claims file needs at least one claim")
     claims = []
     for i, c in enumerate(data["claims"]):
         key = f"claims[{i}]"
@@ -122,6 +122,12 @@ def load_baseline(ref: str | Path, known_recipes=None) -> Baseline:
         claims.append(Claim(baseline=path.stem, recipe=c["recipe"], metric=c["metric"], split=c["split"],
                             value=c["value"], std=c["std"], n=c["n"], tolerance=c["tolerance"], margin=c["margin"],
                             source=source, notes=c["notes"]))
+    pairs = [(c.recipe, c.metric) for c in claims]
+    claims = [dataclasses.replace(c, with_split=pairs.count((c.recipe, c.metric)) > 1) for c in claims]
+    labels = [c.label for c in claims]
+    for i, c in enumerate(claims):
+        if labels.index(c.label) != i:
+            raise ConfigError(path, f"claims[{i}]", f"claim {c.recipe}:{c.metric} on split {c.split!r} is listed twice")
     return Baseline(name=path.stem, path=path, title=data["title"], description=data["description"], claims=tuple(claims))
 
 

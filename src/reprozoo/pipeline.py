@@ -83,6 +83,8 @@ def _baseline_recipes(name: str, known: list[str]) -> list:
     for r in extra:
         if r not in known:
             raise ConfigError(params_file(), f"{name}.recipes", f"unknown recipe {r!r}", known)
+    if not baseline.recipes + extra:
+        raise ConfigError(baseline.path, "claims", f"no claims and no params.yaml:{name}.recipes: the pipeline would run nothing")
     return [load_recipe(r) for r in baseline.recipes + extra]
 
 

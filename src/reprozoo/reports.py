@@ -28,7 +28,8 @@ def summary_rows(result: dict) -> list[dict]:
                      "source": c["source"], "n": s.get("n", 0), "mean": s.get("mean"), "std": s.get("std"),
                      "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"), "difference": c["difference"],
                      "interval_low": c["low"], "interval_high": c["high"], "tolerance": c["tolerance"],
-                     "margin": c["margin"], "verdict": c["verdict"], "seeds_needed": c["seeds_needed"]})
+                     "margin": c["margin"], "verdict": c["verdict"], "seeds_needed": c["seeds_needed"],
+                     "reason": c.get("reason", "")})
     return rows
 
 
@@ -56,17 +57,22 @@ def markdown(result: dict) -> str:
              "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         verdict = f"**{r['verdict']}**"
-        if r["verdict"] == "inconclusive":
+        if r["verdict"] == "not comparable":
+            verdict += f": {r['reason']}"
+        elif r["verdict"] == "inconclusive":
             verdict += f" (about {r['seeds_needed']} seeds would settle it)" if r["seeds_needed"] else " (more seeds cannot settle it)"
         lines.append(f"| {r['recipe']} | {r['metric']} ({r['split']}) | {r['published']:g} | "
                      f"{_fmt(r['mean'])} ± {_fmt(r['std'])} ({r['n']}) | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
                      f"{_fmt(r['difference'], 2)} [{_fmt(r['interval_low'])}, {_fmt(r['interval_high'])}] | {verdict} |")
-    lines += ["", f"![per-seed results against the published values]({name}.png)", "", "## Per seed", "",
+    if not rows:
+        lines[-2:] = ["This baseline makes no claim: it measures the seed spread below."]
+    lines += ["", f"![per-seed results]({name}.png)", "", "## Per seed", "",
               "| recipe | " + " | ".join(f"seed {s}" for s in seeds) + " |",
               "|---|" + "---:|" * len(seeds)]
     for c in _claims(result):
         vals = dict(zip(c["seeds"], c["values"]))
         lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in seeds) + " |")
+    lines += _spread_lines(result)
     lines += ["", "## Sources", ""]
     for c in _claims(result):
         lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))
@@ -88,8 +94,28 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _spread_lines(result: dict) -> list[str]:
+    """Every metric of every recipe over seeds: how far seeds alone move each number."""
+    spread = result.get("spread") or {}
+    if not any(spread.values()):
+        return []
+    lines = ["", "## Seed spread", "", "Every metric the runs report, over the seeds above (max − min is the range seeds alone produce).", "",
+             "| recipe | split/metric | n | mean ± std | min | max | max − min |", "|---|---|---:|---:|---:|---:|---:|"]
+    for recipe, per in spread.items():
+        for key, d in per.items():
+            lines.append(f"| {recipe} | {key} | {d['n']} | {_fmt(d['mean'])} ± {_fmt(d['std'])} | {_fmt(d['min'])} | "
+                         f"{_fmt(d['max'])} | {_fmt(d['max'] - d['min'])} |")
+    return lines
+
+
 def _all_seeds(result):
     return sorted({s for c in _claims(result) for s in c["seeds"]})
+
+
+def _spread_panels(result: dict) -> list[dict]:
+    """Without claims: one panel per recipe and metric (losses left out)."""
+    return [{"recipe": r, "split": k.split("/")[0], "metric": k.split("/")[1], "values": d["values"], "published": None}
+            for r, per in (result.get("spread") or {}).items() for k, d in per.items() if not k.endswith("/loss")]
 
 
 def plot(result: dict) -> bytes:
@@ -98,10 +124,17 @@ def plot(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    claims = _claims(result)
-    fig, axes = plt.subplots(1, len(claims), figsize=(2.6 * len(claims) + 0.6, 3.4), squeeze=False)
-    colors = {"reproduced": "tab:green", "below": "tab:red", "above": "tab:orange", "inconclusive": "tab:gray"}
+    claims = _claims(result) or _spread_panels(result)
+    fig, axes = plt.subplots(1, max(1, len(claims)), figsize=(2.6 * len(claims) + 0.6, 3.4), squeeze=False)
+    colors = {"reproduced": "tab:green", "below": "tab:red", "above": "tab:orange", "inconclusive": "tab:gray",
+              "not comparable": "tab:gray", "": "black"}
     for ax, c in zip(axes[0], claims):
+        if c["published"] is None:  # a seed-spread panel: no published value to draw
+            ax.scatter([0.04 * (i - (len(c["values"]) - 1) / 2) for i in range(len(c["values"]))], c["values"], s=18, color="black")
+            ax.set_xlim(-0.5, 0.5), ax.set_xticks([])
+            ax.set_title(c["recipe"], fontsize=8)
+            ax.set_ylabel(f"{c['metric']} ({c['split']})", fontsize=8)
+            continue
         pub, tol = c["published"], c["tolerance"]
         ax.axhspan(pub - tol, pub + tol, color="tab:blue", alpha=0.15, lw=0)
         ax.axhline(pub, color="tab:blue", lw=1.5, label="published")

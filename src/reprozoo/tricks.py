@@ -13,23 +13,24 @@ from .registry import Registry
 
 TRICKS = Registry("trick")
 VISION = ("classification",)
+BOTH = ("classification", "text")
 
 
 def _trick(name: str, source: str, families=VISION):
     return TRICKS.register(name, families=families, source=source)
 
 
-@_trick("cosine", "Loshchilov & Hutter, SGDR, ICLR 2017 (cosine annealing without restarts)")
+@_trick("cosine", "Loshchilov & Hutter, SGDR, ICLR 2017 (cosine annealing without restarts)", BOTH)
 def cosine():
     """Cosine learning-rate decay to 0 over the whole schedule (after any warmup)."""
 
 
-@_trick("warmup", "Goyal et al., Accurate, Large Minibatch SGD, 2017, sec. 2.2 (gradual warmup)")
+@_trick("warmup", "Goyal et al., Accurate, Large Minibatch SGD, 2017, sec. 2.2 (gradual warmup)", BOTH)
 def warmup(fraction: float = 0.05, start_factor: float = 0.1):
     """Linear learning-rate warmup over the first `fraction` of the iterations, from `start_factor` x lr."""
 
 
-@_trick("label_smoothing", "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016, sec. 7")
+@_trick("label_smoothing", "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016, sec. 7", BOTH)
 def label_smoothing(epsilon: float = 0.1):
     """Cross-entropy against targets smoothed by `epsilon` towards the uniform distribution."""
 
@@ -54,12 +55,12 @@ def cutout(size: int = 16, p: float = 1.0):
     """Zero a size x size square (a segment for 1-D signals) at a uniformly random centre of each training input."""
 
 
-@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage")
+@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage", BOTH)
 def ema(momentum: float = 0.0002):
     """Evaluate an exponential moving average of the weights: ema = (1 - momentum) * ema + momentum * w."""
 
 
-@_trick("no_bias_decay", "Goyal et al. 2017 / He et al., Bag of Tricks, CVPR 2019, sec. 3.1")
+@_trick("no_bias_decay", "Goyal et al. 2017 / He et al., Bag of Tricks, CVPR 2019, sec. 3.1", BOTH)
 def no_bias_decay():
     """No weight decay on biases and normalisation parameters (MMEngine paramwise_cfg)."""
 
@@ -74,7 +75,7 @@ def clip_grad(max_norm: float = 1.0):
     """Clip the global gradient norm to `max_norm` (MMEngine optim_wrapper.clip_grad)."""
 
 
-@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe")
+@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe", BOTH)
 def longer_schedule(factor: float = 2.0):
     """Multiply the number of iterations (and every milestone and warmup length) by `factor`."""
 
@@ -92,6 +93,16 @@ def trivialaugment():
 @_trick("autoaugment", "Cubuk et al., AutoAugment, CVPR 2019 (torchvision AutoAugment, CIFAR10 policy)")
 def autoaugment(policy: str = "cifar10"):
     """The learned AutoAugment policy (cifar10, imagenet or svhn) per training image (images only)."""
+
+
+@_trick("layer_decay", "Clark et al., ELECTRA, ICLR 2020, appendix A; Sun et al., How to Fine-Tune BERT for Text Classification, 2019", ("text",))
+def layer_decay(rate: float = 0.9):
+    """Layer-wise learning-rate decay: the head keeps lr, encoder layer i from the top gets lr * rate**i, the embeddings the lowest."""
+
+
+@_trick("reinit_top", "Zhang et al., Revisiting Few-sample BERT Fine-tuning, ICLR 2021, sec. 5", ("text",))
+def reinit_top(layers: int = 1):
+    """Re-initialise the pooler and the top `layers` encoder layers of a pretrained model before fine-tuning."""
 
 
 def check_family(tricks: list[dict], family: str, file) -> None:

@@ -20,6 +20,7 @@ import importlib
 
 FAMILY_MODULES = {
     "classification": "reprozoo.families.classification",
+    "text": "reprozoo.families.text",
 }
 
 

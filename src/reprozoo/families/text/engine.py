@@ -1,0 +1,169 @@
+"""Fine-tuning on Hugging Face's Trainer, set up as `examples/pytorch/text-classification/run_glue.py` does.
+
+Differences from run_glue that change no number: dynamic padding (the tokenizer pads each batch to its
+longest sequence; attention masks make padding invisible to BERT), and the optimizer built here so
+that tricks can shape its parameter groups (AdamW with run_glue's defaults otherwise).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ...datasets_store import ensure_prepared
+from ...seeding import seed_everything
+from . import tricks
+from .glue import DATASETS, compute_metrics, read_prepared
+from .models import MODELS
+
+
+class TokenizedSplit(torch.utils.data.Dataset):
+    """One split tokenized once (truncation only; padding happens per batch in the collator)."""
+
+    def __init__(self, records: list[dict], task, tokenizer, max_seq_length: int):
+        texts = [[r[c] for r in records] for c in task.text]
+        enc = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+        self.features = [{k: enc[k][i] for k in enc} for i in range(len(records))]
+        dtype = torch.float32 if task.labels is None else torch.long
+        for f, r in zip(self.features, records):
+            f["labels"] = torch.tensor(r["label"], dtype=dtype)
+        self.labels = np.array([r["label"] for r in records])
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return self.features[i]
+
+
+class LiveCallback(TrainerCallback):
+    """Trainer logs to DVCLive at the Trainer's global step (not DVCLive's own counter), so a resumed run
+    continues the curves. Names follow the classification family: `loss` (training), `lr`, `grad_norm`,
+    the eval metrics by name and `eval_loss`; timings and end-of-training summaries are left out."""
+
+    SKIP = ("runtime", "samples_per_second", "steps_per_second", "total_flos", "epoch", "step")
+
+    def __init__(self, curves_dir: Path, resumed: bool):
+        from dvclive import Live
+
+        self.live = Live(dir=str(curves_dir), report=None, save_dvc_exp=False, dvcyaml=None, monitor_system=False, resume=resumed)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.live.step = state.global_step
+        for k, v in (logs or {}).items():
+            if k.endswith(self.SKIP) or k.startswith("train_") or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue
+            name = {"learning_rate": "lr"}.get(k, k)
+            name = name if name == "eval_loss" else name.removeprefix("eval_")
+            self.live.log_metric(name, float(v))
+        self.live.make_summary()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.live.end()
+
+
+class ReprozooTrainer(Trainer):
+    """Trainer with the family's tricks: EMA weights for evaluation, stored with each checkpoint."""
+
+    ema = None  # a tricks.EMA, set by `build_trainer`
+
+    def evaluate(self, *args, **kwargs):
+        with self.ema.swapped(self.model) if self.ema else _nothing():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with self.ema.swapped(self.model) if self.ema else _nothing():
+            return super().predict(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.ema:
+            self.ema.save(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _data(cfg: dict, family: str, tokenizer):
+    dataset = DATASETS.build(cfg["dataset"])
+    data_dir = ensure_prepared(family, cfg["dataset"]["name"])
+    task, n = dataset.task, dataset.max_seq_length
+    train = TokenizedSplit(read_prepared(data_dir, "train"), task, tokenizer, n)
+    evals = {s: TokenizedSplit(read_prepared(data_dir, s), task, tokenizer, n) for s in task.splits[1:]}
+    return task, train, evals
+
+
+def build_trainer(recipe, seed: int, ctx) -> tuple[ReprozooTrainer, object, dict]:
+    cfg = tricks.patch_recipe(recipe.config)
+    seed_everything(seed, deterministic=True, threads=ctx.threads)
+    spec = MODELS.build(cfg["model"])
+    tokenizer = spec.tokenizer()
+    task, train_set, eval_sets = _data(cfg, recipe.family, tokenizer)
+    seed_everything(seed, deterministic=True, threads=ctx.threads)  # the head's init depends only on the seed
+    model = spec.model(task.num_labels)
+    tricks.patch_model(model, cfg["tricks"])
+    s, e = cfg["schedule"], cfg["eval"]
+    steps_per_epoch = math.ceil(len(train_set) / s["batch_size"])
+    total = math.ceil(s["epochs"] * steps_per_epoch)
+    resume = get_last_checkpoint(str(ctx.work_dir)) if Path(ctx.work_dir).is_dir() else None
+    ctx.resumed_from = int(re.search(r"checkpoint-(\d+)$", resume).group(1)) if resume else 0
+    if resume:
+        from ...frameworks.mmrunner import truncate_curves
+
+        truncate_curves(ctx.curves_dir, ctx.resumed_from)
+    args = TrainingArguments(
+        output_dir=str(ctx.work_dir),
+        per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=e["batch_size"],
+        max_steps=total, seed=seed, data_seed=seed,
+        max_grad_norm=cfg["optim"]["max_grad_norm"] or 0.0,
+        label_smoothing_factor=cfg["label_smoothing"],
+        eval_strategy="steps", eval_steps=min(e["interval"], total),
+        logging_strategy="steps", logging_steps=min(e["interval"], total),
+        save_strategy="steps", save_steps=cfg["checkpoint_interval"], save_total_limit=1,
+        report_to="none", disable_tqdm=not ctx.progress, use_cpu=not torch.cuda.is_available(),
+        fp16=bool(cfg["amp"]) and torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    optimizer, scheduler = tricks.optimizer_and_schedule(model, cfg, total)
+    trainer = ReprozooTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=eval_sets if len(eval_sets) > 1 else next(iter(eval_sets.values())),
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        compute_metrics=lambda p: compute_metrics(task, _predictions(task, p.predictions), p.label_ids),
+        optimizers=(optimizer, scheduler), callbacks=[LiveCallback(ctx.curves_dir, bool(resume))],
+    )
+    trainer.ema = tricks.ema_for(model, cfg["tricks"])
+    if trainer.ema is not None:
+        trainer.add_callback(trainer.ema.callback())
+        if resume:
+            trainer.ema.load(Path(resume))
+    return trainer, task, {"eval_sets": eval_sets, "resume": resume}
+
+
+def _predictions(task, logits) -> np.ndarray:
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return np.asarray(logits).reshape(-1) if task.labels is None else np.asarray(logits).argmax(-1)
+
+
+def predict(trainer, task, dataset: TokenizedSplit) -> tuple[np.ndarray, dict]:
+    """Per-example predictions on `dataset`, in its order, and the metrics computed from them."""
+    out = trainer.predict(dataset)
+    preds = _predictions(task, out.predictions)
+    metrics = compute_metrics(task, preds, dataset.labels)
+    metrics["loss"] = float(out.metrics["test_loss"])
+    return preds, metrics
+
+
+def train(recipe, seed: int, ctx) -> dict:
+    trainer, task, extra = build_trainer(recipe, seed, ctx)
+    trainer.train(resume_from_checkpoint=extra["resume"])
+    return {split: predict(trainer, task, ds)[1] for split, ds in extra["eval_sets"].items()}
