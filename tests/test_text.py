@@ -396,3 +396,23 @@ def test_a_baseline_without_claims_reports_the_seed_spread(project):
     md = markdown(result)
     assert "makes no claim" in md and "| glue_rte_bert_tiny_random | dev/accuracy | 2 | 53.00 ± 2.83 | 51.00 | 55.00 | 4.00 |" in md
     assert plot(result)[:4] == b"\x89PNG"
+
+
+def test_sanity_checks_pass_on_a_sound_recipe_and_catch_a_wrong_vocabulary(sst2_project, tmp_path):
+    from reprozoo.checks import check
+    from reprozoo.recipes import load_recipe
+
+    results, _ = check(load_recipe("tiny_sst2"))
+    by_name = {c.name: c for c in results}
+    assert all(c.ok for c in results), [(c.name, c.summary) for c in results if not c.ok]
+    assert sorted(by_name) == ["determinism", "input audit", "look at the data", "overfit one batch", "padding invariance", "throughput"]
+    assert "attention mask covers" in by_name["input audit"].details[0]
+    assert any(d.startswith(("`positive`", "`negative`")) and "[CLS]" in d for d in by_name["look at the data"].details)
+    md = (sst2_project / "reports/checks/tiny_sst2.md").read_text()
+    assert "padding invariance" in md and (sst2_project / "reports/checks/tiny_sst2-samples.png").exists()
+    # A vocabulary without the task's words: most tokens become [UNK], and the audit says so.
+    write(tmp_path / "small_vocab.txt", "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the"]) + "\n")
+    write(sst2_project / "recipes/text/tiny_sst2_unk.yaml",
+          f"extends: tiny_sst2\nmodel: {{name: bert_random, vocab: {tmp_path / 'small_vocab.txt'}}}\n")
+    audit = next(c for c in check(load_recipe("tiny_sst2_unk"))[0] if c.name == "input audit")
+    assert not audit.ok and "[UNK]: wrong vocabulary or casing?" in audit.summary
