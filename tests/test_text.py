@@ -416,3 +416,18 @@ def test_sanity_checks_pass_on_a_sound_recipe_and_catch_a_wrong_vocabulary(sst2_
           f"extends: tiny_sst2\nmodel: {{name: bert_random, vocab: {tmp_path / 'small_vocab.txt'}}}\n")
     audit = next(c for c in check(load_recipe("tiny_sst2_unk"))[0] if c.name == "input audit")
     assert not audit.ok and "[UNK]: wrong vocabulary or casing?" in audit.summary
+
+
+def test_text_tricks_make_ablation_arms(project):
+    from reprozoo.ablations import arm_texts, load_ablation
+    from reprozoo.families.text.tricks import patch_recipe
+
+    ab = load_ablation("rte_tiny_finetuning_tricks")
+    for path, text in arm_texts(ab).items():
+        write(path, text)
+    arms = {a.name: ab.recipe(a) for a in ab.arms()}
+    assert sorted(arms) == ["glue_rte_bert_tiny_random", "rte_tiny_finetuning_tricks+ema",
+                            "rte_tiny_finetuning_tricks+label_smoothing", "rte_tiny_finetuning_tricks+layer_decay"]
+    ls = patch_recipe(arms["rte_tiny_finetuning_tricks+label_smoothing"].config)
+    assert ls["label_smoothing"] == 0.1 and patch_recipe(arms["glue_rte_bert_tiny_random"].config)["label_smoothing"] == 0.0
+    assert arms["rte_tiny_finetuning_tricks+ema"].config["tricks"] == [{"name": "ema", "momentum": 0.01}]
