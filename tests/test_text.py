@@ -431,3 +431,16 @@ def test_text_tricks_make_ablation_arms(project):
     ls = patch_recipe(arms["rte_tiny_finetuning_tricks+label_smoothing"].config)
     assert ls["label_smoothing"] == 0.1 and patch_recipe(arms["glue_rte_bert_tiny_random"].config)["label_smoothing"] == 0.0
     assert arms["rte_tiny_finetuning_tricks+ema"].config["tricks"] == [{"name": "ema", "momentum": 0.01}]
+
+
+def test_the_index_lists_a_claimless_baseline_as_a_seed_spread(project):
+    from reprozoo.compare import compare
+    from reprozoo.reports import report, write_index
+
+    (project / "params.yaml").write_text("glue_tiny_seed_spread:\n  seeds: [0, 1]\n  recipes: [glue_rte_bert_tiny_random]\n")
+    for seed, acc in enumerate([55.0, 51.0]):
+        _fake_run(project, "glue_rte_bert_tiny_random", seed, {"dev": {"accuracy": acc}})
+    compare("glue_tiny_seed_spread")
+    report("glue_tiny_seed_spread")
+    index = write_index().read_text()
+    assert "| seed spread | [Seed spread of GLUE's small tasks" in index and "no claim: seed spread of glue_rte_bert_tiny_random" in index

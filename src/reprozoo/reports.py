@@ -179,8 +179,9 @@ def write_index():
     for j in sorted(out.glob("*.json")):
         r = read_json(j)
         if "baseline" in r and (out / f"{j.stem}.md").exists():
-            verdicts = ", ".join(f"{c['recipe']}: {c['verdict']}" for c in _claims(r))
-            entries.append(((r.get("environment") or {}).get("latest_run_utc", ""), "verdicts",
+            verdicts = ", ".join(f"{c['recipe']}: {c['verdict']}" for c in _claims(r)) or \
+                "no claim: seed spread of " + ", ".join(r.get("spread") or {})
+            entries.append(((r.get("environment") or {}).get("latest_run_utc", ""), "verdicts" if _claims(r) else "seed spread",
                             f"[{r['title']}]({j.stem}.md) — {verdicts}"))
     for j in sorted((out / "ablations").glob("*.json")):
         r = read_json(j)
