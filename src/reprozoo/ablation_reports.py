@@ -30,6 +30,19 @@ def _arm_summary(result: dict, arm: str) -> str:
     return f"{_fmt(a['mean'])} ± {_fmt(a['std'])}"
 
 
+def _repro_command(base: str) -> str:
+    """The `dvc repro` of the pipeline that trains the ablation's base recipe (the default one if none does)."""
+    from .claims import list_baselines, load_baseline
+    from .pipeline import DEFAULT_BASELINE, baseline_params, load_params
+    from .reports import repro_command
+
+    params = load_params()
+    for b in list_baselines():
+        if b in params and (base in load_baseline(b).recipes or base in baseline_params(b)["recipes"]):
+            return repro_command(b)
+    return repro_command(DEFAULT_BASELINE)
+
+
 def markdown(result: dict) -> str:
     name, metric = result["ablation"], f"{result['metric']} ({result['split']})"
     has_pub = any(r["published_delta"] is not None for r in _rows(result))
@@ -37,7 +50,7 @@ def markdown(result: dict) -> str:
              f"Base recipe `{result['base']}`; tricks in order: {', '.join(f'`{t}`' for t in result['tricks'])}. "
              f"Metric: {metric}, {'higher' if result['higher_is_better'] else 'lower'} is better; "
              f"seeds {', '.join(map(str, result['seeds']))}, every arm run with each of them.", "",
-             f"Produced by `uv run dvc repro` (stage `ablate_{name}`) or `uv run reprozoo ablate {name}`; "
+             f"Produced by `{_repro_command(result['base'])}` (stage `ablate_{name}`) or `uv run reprozoo ablate {name}`; "
              f"raw numbers in [`{name}.json`]({name}.json) and [`{name}.csv`]({name}.csv), LaTeX in [`{name}.tex`]({name}.tex).", ""]
     for mode, rows in result["modes"].items():
         lines += [f"## {mode}", "", f"Reading: {READING[mode]}. Paired by seed.", "",

@@ -66,22 +66,29 @@ def markdown(result: dict) -> str:
                      f"{_fmt(r['difference'], 2)} [{_fmt(r['interval_low'])}, {_fmt(r['interval_high'])}] | {verdict} |")
     if not rows:
         lines[-2:] = ["This baseline makes no claim: it measures the seed spread below."]
+    panels = _claims(result) or _spread_panels(result)
+    seeds = seeds or sorted({s for p in (result.get("spread") or {}).values() for d in p.values() for s in d["seeds"]})
     lines += ["", f"![per-seed results]({name}.png)", "", "## Per seed", "",
-              "| recipe | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-              "|---|" + "---:|" * len(seeds)]
-    for c in _claims(result):
+              "| recipe | " + ("" if rows else "metric (split) | ") + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + ("" if rows else "---|") + "---:|" * len(seeds)]
+    for c in panels:
         vals = dict(zip(c["seeds"], c["values"]))
-        lines.append(f"| {c['recipe']} | " + " | ".join(_fmt(vals.get(s)) for s in seeds) + " |")
+        lines.append(f"| {c['recipe']} | " + ("" if rows else f"{c['metric']} ({c['split']}) | ") +
+                     " | ".join(_fmt(vals.get(s)) for s in seeds) + " |")
     lines += _spread_lines(result)
-    lines += ["", "## Sources", ""]
-    for c in _claims(result):
-        lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))
-    lines += ["", "## How to read the verdict", "",
-              "The interval is for ours − published: our seed spread plus the published value's own (its std "
-              "over its runs when the source gives one; otherwise it is treated as one more run from our "
-              "distribution, i.e. a prediction interval). `below`/`above`: the whole interval lies beyond "
-              "±tolerance. `reproduced`: the whole interval lies within ±(tolerance + margin). Otherwise "
-              "`inconclusive`. Full rule: README.md, section \"Verdicts\".", ""]
+    if rows:
+        lines += ["", "## Sources", ""]
+        for c in _claims(result):
+            lines.append(f"- {c['recipe']}: {c['source']}" + (f". {c['notes']}" if c["notes"] else ""))
+        lines += ["", "## How to read the verdict", "",
+                  "The interval is for ours − published: our seed spread plus the published value's own (its std "
+                  "over its runs when the source gives one; otherwise it is treated as one more run from our "
+                  "distribution, i.e. a prediction interval). `below`/`above`: the whole interval lies beyond "
+                  "±tolerance. `reproduced`: the whole interval lies within ±(tolerance + margin). Otherwise "
+                  "`inconclusive`; `not comparable`: the claim is on a split the runs do not measure. "
+                  "Full rule: README.md, section \"Verdicts\".", ""]
+    else:
+        lines.append("")
     env = result.get("environment") or {}
     if env:
         lines += ["## Environment", "",
@@ -114,7 +121,7 @@ def _all_seeds(result):
 
 def _spread_panels(result: dict) -> list[dict]:
     """Without claims: one panel per recipe and metric (losses left out)."""
-    return [{"recipe": r, "split": k.split("/")[0], "metric": k.split("/")[1], "values": d["values"], "published": None}
+    return [{"recipe": r, "split": k.split("/")[0], "metric": k.split("/")[1], "values": d["values"], "seeds": d["seeds"], "published": None}
             for r, per in (result.get("spread") or {}).items() for k, d in per.items() if not k.endswith("/loss")]
 
 
