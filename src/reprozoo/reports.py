@@ -156,7 +156,8 @@ def plot(result: dict) -> bytes:
         ax.set_title(f"{c['recipe']}\n{c['verdict']}", fontsize=9, color=colors[c["verdict"]])
         ax.set_ylabel(f"{c['metric']} ({c['split']})", fontsize=8)
         ax.tick_params(labelsize=8)
-    axes[0][0].legend(fontsize=7, loc="best")
+    if _claims(result):
+        axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(result["title"], fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
