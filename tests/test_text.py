@@ -246,7 +246,9 @@ def test_same_seed_same_numbers_and_resume_continues(sst2_project):
 def test_missing_model_files_say_where_to_put_them(project, monkeypatch):
     from reprozoo.families.text.models import ModelError, Pretrained
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env var alone is too late
     monkeypatch.setenv("REPROZOO_DATA", str(project / "store"))
     with pytest.raises(ModelError, match=r"bert-base-cased.*store/models/bert-base-cased"):
         Pretrained("bert-base-cased").tokenizer()
@@ -265,7 +267,9 @@ def test_pretrained_model_from_a_local_folder(project, tmp_path, monkeypatch):
     encoder = BertModel(BertConfig(vocab_size=19, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     encoder.save_pretrained(folder)  # an encoder without a head, as bert-base-cased is published
     monkeypatch.setenv("REPROZOO_DATA", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     spec = Pretrained("org/tiny-bert")
     assert spec.tokenizer()("good film")["input_ids"] == [2, 5, 12, 3]
     m = spec.model(3)
