@@ -117,7 +117,7 @@ def padding_invariance(recipe, seed, work, samples: int = 4) -> Check:
         padded = model(**{k: v for k, v in trainer.data_collator([*feats, longest]).items() if k != "labels"}).logits[:samples]
     diff = float((alone - padded).abs().max())
     ok = diff < 1e-4
-    return Check("padding invariance", ok, f"max |logit difference| {diff:.2e} between examples alone and padded to "
+    return Check("padding invariance", ok, f"largest absolute logit difference {diff:.2e} between examples alone and padded to "
                  f"{len(longest['input_ids'])} tokens" + ("" if ok else ": padding leaks into the model (attention mask?)"), [])
 
 
