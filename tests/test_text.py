@@ -409,9 +409,12 @@ def test_sanity_checks_pass_on_a_sound_recipe_and_catch_a_wrong_vocabulary(sst2_
     results, _ = check(load_recipe("tiny_sst2"))
     by_name = {c.name: c for c in results}
     assert all(c.ok for c in results), [(c.name, c.summary) for c in results if not c.ok]
-    assert sorted(by_name) == ["determinism", "input audit", "look at the data", "overfit one batch", "padding invariance", "throughput"]
+    assert sorted(by_name) == ["determinism", "input audit", "look at the data", "mode audit", "overfit one batch",
+                               "padding invariance", "throughput", "trivial solution"]
+    assert any(d.startswith("training classes: negative") for d in by_name["look at the data"].details)
     assert "attention mask covers" in by_name["input audit"].details[0]
     assert any(d.startswith(("`positive`", "`negative`")) and "[CLS]" in d for d in by_name["look at the data"].details)
+    assert "dropout" in by_name["mode audit"].summary
     md = (sst2_project / "reports/checks/tiny_sst2.md").read_text()
     assert "padding invariance" in md and (sst2_project / "reports/checks/tiny_sst2-samples.png").exists()
     # A vocabulary without the task's words: most tokens become [UNK], and the audit says so.
@@ -448,3 +451,72 @@ def test_the_index_lists_a_claimless_baseline_as_a_seed_spread(project):
     report("glue_tiny_seed_spread")
     index = write_index().read_text()
     assert "| seed spread | [Seed spread of GLUE's small tasks" in index and "no claim: seed spread of glue_rte_bert_tiny_random" in index
+
+
+def test_broken_setups_are_caught_by_the_checks(sst2_project, monkeypatch):
+    """Shuffled labels defeat overfitting nothing, but a label-blind loss fails the trivial solution; a model
+    stuck in eval mode fails the mode audit."""
+    import torch
+
+    from reprozoo.families.text import checks
+    from reprozoo.recipes import load_recipe
+
+    recipe = load_recipe("tiny_sst2")
+    real = checks._trainer
+
+    def label_blind(*a, **k):  # the loss ignores the labels: every example is trained towards class 0
+        trainer, task, extra = real(*a, **k)
+        forward = trainer.model.forward
+        trainer.model.forward = lambda **kw: forward(**{**kw, "labels": torch.zeros_like(kw["labels"])} if "labels" in kw else kw)
+        return trainer, task, extra
+
+    monkeypatch.setattr(checks, "_trainer", label_blind)
+    c = checks.trivial_solution(recipe, 0, sst2_project / "w")
+    assert not c.ok and "wiring between labels and loss" in c.summary
+
+    def never_train(*a, **k):
+        trainer, task, extra = real(*a, **k)
+        for m in trainer.model.modules():  # stuck in eval mode: train() and eval() do nothing
+            m.training = False
+        trainer.model.train = lambda mode=True: trainer.model
+        trainer.model.eval = lambda: trainer.model
+        return trainer, task, extra
+
+    monkeypatch.setattr(checks, "_trainer", never_train)
+    write(sst2_project / "recipes/text/tiny_sst2_dropout.yaml", "extends: tiny_sst2\nmodel: {name: bert_random, dropout: 0.1}\n")
+    c = checks.mode_audit(load_recipe("tiny_sst2_dropout"), 0, sst2_project / "w")
+    assert not c.ok and "is the model ever put in train mode?" in c.summary
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_non_finite_step_stops_the_run_naming_step_and_pass(sst2_project, where):
+    import torch
+
+    from reprozoo.errors import RunError
+    from reprozoo.families.text.engine import build_trainer
+    from reprozoo.recipes import load_recipe
+    from reprozoo.runs import RunContext
+
+    recipe = load_recipe("tiny_sst2")  # 16 steps an epoch, checkpoints every 16
+    work = sst2_project / "work"
+    trainer, _, _ = build_trainer(recipe, 0, RunContext(recipe, 0, work, work / "dvclive", 1, progress=False))
+    calls = {"n": 0}
+    if where == "forward":
+        def poison(module, args, out):
+            calls["n"] += module.training
+            return out * float("nan") if calls["n"] == 20 else out
+        trainer.model.classifier.register_forward_hook(poison)
+    else:
+        def poison(grad):
+            calls["n"] += 1
+            return grad * float("inf") if calls["n"] == 20 else grad
+        trainer.model.bert.embeddings.word_embeddings.weight.register_hook(poison)
+    with pytest.raises(RunError) as e:
+        trainer.train()
+    msg = str(e.value)
+    assert msg.startswith("step 20: non-finite values in the " + where + " pass")
+    assert "checkpoint-16" in msg and (work / "checkpoint-16").is_dir()  # the last good checkpoint is kept
+    if where == "forward":
+        assert "in the logits" in msg
+    else:
+        assert "bert.embeddings.word_embeddings.weight" in msg

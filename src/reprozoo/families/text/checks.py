@@ -68,6 +68,12 @@ def look_at_data(recipe, seed, work, out_png: Path, k: int = 6) -> Check:
     lengths = np.array([len(f["input_ids"]) for f in train.features])
     truncated = float((lengths >= limit).mean())
     rows = []
+    if task.labels is not None:
+        counts = np.bincount(train.labels.astype(int), minlength=task.num_labels)
+        rows.append("training classes: " + ", ".join(f"{n} {c} ({100 * c / counts.sum():.1f}%)" for n, c in zip(task.labels, counts)))
+        if counts.min() < 0.05 * counts.sum():
+            rows[-1] += ": extreme imbalance, accuracy alone will mislead"
+    rows.append(f"token lengths: median {int(np.median(lengths))}, 95th percentile {int(np.percentile(lengths, 95))}, max kept {limit}")
     for f in train.features[:k]:
         label = task.labels[int(f["labels"])] if task.labels else f"{float(f['labels']):.2f}"
         rows.append(f"`{label}`: {tok.decode(f['input_ids'])[:300]}")
@@ -119,6 +125,49 @@ def padding_invariance(recipe, seed, work, samples: int = 4) -> Check:
     ok = diff < 1e-4
     return Check("padding invariance", ok, f"largest absolute logit difference {diff:.2e} between examples alone and padded to "
                  f"{len(longest['input_ids'])} tokens" + ("" if ok else ": padding leaks into the model (attention mask?)"), [])
+
+
+def trivial_solution(recipe, seed, work, samples: int = 64, steps: int = 60) -> Check:
+    """Inputs that spell out the label (one vocabulary token per class) must be learned almost at once."""
+    trainer, task, _ = _trainer(recipe, seed, work)
+    if task.labels is None:
+        return Check("trivial solution", True, "skipped: a regression task has no class to spell out", [])
+    model, tok = trainer.model.train(), trainer.processing_class
+    vocab = [i for t, i in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]) if i not in tok.all_special_ids]
+    feats = [trainer.train_dataset[i] for i in range(min(samples, len(trainer.train_dataset)))]
+    carried = [{"input_ids": [tok.cls_token_id] + [vocab[int(f["labels"])]] * 3 + [tok.sep_token_id], "labels": f["labels"]} for f in feats]
+    batch = trainer.data_collator(carried)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = 100 * float((model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1) == batch["labels"]).float().mean())
+    ok = acc == 100
+    return Check("trivial solution", ok, f"{acc:.0f}% after {steps} steps on inputs that spell out the label"
+                 + ("" if ok else ": the wiring between labels and loss is broken (label column, num_labels, head)"), [])
+
+
+def mode_audit(recipe, seed, work) -> Check:
+    """Dropout acts in train mode only; eval mode is deterministic."""
+    trainer, _, _ = _trainer(recipe, seed, work)
+    model = trainer.model
+    batch = {k: v for k, v in trainer.data_collator([trainer.train_dataset[i] for i in range(8)]).items() if k != "labels"}
+    with torch.no_grad():
+        model.eval()
+        e1, e2 = model(**batch).logits, model(**batch).logits
+        model.train()
+        t1, t2 = model(**batch).logits, model(**batch).logits
+    dropout = max((m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0)
+    eval_same, train_differs = torch.equal(e1, e2), not torch.equal(t1, t2)
+    ok = eval_same and (train_differs or dropout == 0)
+    detail = ("eval is deterministic" + (", train mode applies dropout" if dropout else "; the model has no dropout")
+              if ok else "eval mode gives different outputs for the same batch" if not eval_same
+              else f"train mode gives identical outputs although dropout is {dropout}: is the model ever put in train mode?")
+    return Check("mode audit", ok, detail, [])
 
 
 def determinism(recipe, seed, work, steps: int = 5) -> Check:
@@ -173,8 +222,9 @@ def _guarded(name, fn, *args) -> Check:
 
 
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
-    checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("padding invariance", padding_invariance),
-              ("determinism", determinism), ("throughput", throughput)]
+    checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
+              ("mode audit", mode_audit), ("padding invariance", padding_invariance), ("determinism", determinism),
+              ("throughput", throughput)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = [_guarded(name, f, recipe, seed, work) for name, f in checks]

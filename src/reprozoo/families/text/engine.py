@@ -68,9 +68,38 @@ class LiveCallback(TrainerCallback):
 
 
 class ReprozooTrainer(Trainer):
-    """Trainer with the family's tricks: EMA weights for evaluation, stored with each checkpoint."""
+    """Trainer with the family's tricks (EMA weights for evaluation, stored with each checkpoint) and a
+    guard that stops training at the first step whose loss or gradients are not finite."""
 
     ema = None  # a tricks.EMA, set by `build_trainer`
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and not bool(torch.isfinite(loss.detach()).all()):
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+            bad = "the logits" if not bool(torch.isfinite(logits.detach()).all()) else "the loss only (the logits are finite)"
+            self._stop(f"the forward pass: loss {float(loss.detach()):g}, non-finite values in {bad}")
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not self.args.fp16:  # with fp16 the grad scaler itself skips steps with inf gradients
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not bool(torch.isfinite(norm)):
+                bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+                self._stop(f"the backward pass: loss {float(loss):g} is finite but the gradient norm is {float(norm):g} "
+                           f"({len(bad)} parameters with non-finite gradients, first {bad[0]})")
+        return loss
+
+    def _stop(self, what: str):
+        from ...errors import RunError
+
+        last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+        raise RunError(f"step {self.state.global_step + 1}: non-finite values in {what}. Training stopped; "
+                       + (f"the last good checkpoint, {last}, is kept and a new run resumes from it. " if last else
+                          "no checkpoint was written before it. ")
+                       + "Look at the learning rate, the labels and the inputs of that batch, or clip gradients (optim.max_grad_norm).")
 
     def evaluate(self, *args, **kwargs):
         with self.ema.swapped(self.model) if self.ema else _nothing():
