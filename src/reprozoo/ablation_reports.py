@@ -32,15 +32,10 @@ def _arm_summary(result: dict, arm: str) -> str:
 
 def _repro_command(base: str) -> str:
     """The `dvc repro` of the pipeline that trains the ablation's base recipe (the default one if none does)."""
-    from .claims import list_baselines, load_baseline
-    from .pipeline import DEFAULT_BASELINE, baseline_params, load_params
+    from .pipeline import DEFAULT_BASELINE, training_baseline
     from .reports import repro_command
 
-    params = load_params()
-    for b in list_baselines():
-        if b in params and (base in load_baseline(b).recipes or base in baseline_params(b)["recipes"]):
-            return repro_command(b)
-    return repro_command(DEFAULT_BASELINE)
+    return repro_command(training_baseline(base) or DEFAULT_BASELINE)
 
 
 def markdown(result: dict) -> str:

@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
-from dataclasses import asdict
 
 from . import paths
 from .claims import format_source, load_baseline
 from .errors import ConfigError
 from .io import read_json, write_json
-from .pipeline import baseline_params, load_params
+from .pipeline import baseline_params, baseline_recipe_names, load_params
 from .recipes import recipe_names
 from .runs import existing_seeds, run_dir
 from .stats import summarize, verdict
 
 
-def _value(recipe: str, seed: int, split: str, metric: str) -> float:
+def _value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None = None) -> float:
+    """One metric of one run; `metrics` is its metrics.json when the caller has read it already."""
     path = run_dir(recipe, seed) / "metrics.json"
-    metrics = read_json(path)
+    metrics = read_json(path) if metrics is None else metrics
     if split not in metrics:
         raise ConfigError(path, split, "split not in this run's metrics", metrics)
     if metric not in metrics[split]:
@@ -33,29 +34,28 @@ def _finite(x):
 NOT_COMPARABLE = "not comparable"
 
 
-def _splits(recipe: str, seeds: list[int]) -> list[str]:
-    return sorted({s for seed in seeds for s in read_json(run_dir(recipe, seed) / "metrics.json")})
-
-
 def compare(name: str, seeds: list[int] | None = None) -> dict:
     """Verdict per claim over `seeds` (default: params.yaml's seeds for the baseline, else every finished seed),
     and the seed spread of every metric of every recipe the baseline runs."""
     baseline = load_baseline(name, recipe_names())
-    extra = []
-    if name in load_params():
-        seeds = baseline_params(name)["seeds"] if seeds is None else seeds
-        extra = [r for r in baseline_params(name)["recipes"] if r not in baseline.recipes]
+    if seeds is None and name in load_params():
+        seeds = baseline_params(name)["seeds"]
+    metrics = {}  # (recipe, seed) -> metrics.json, read once
+
+    def run_metrics(recipe: str, seed: int) -> dict:
+        if (recipe, seed) not in metrics:
+            metrics[recipe, seed] = read_json(run_dir(recipe, seed) / "metrics.json")
+        return metrics[recipe, seed]
+
     out = {"baseline": name, "title": baseline.title, "description": baseline.description, "claims": {},
            "order": [c.label for c in baseline.claims]}  # the JSON's keys are sorted; reports keep the file's order
-    envs = {}
     for c in baseline.claims:
         done = existing_seeds(c.recipe)
         used = [s for s in (seeds if seeds is not None else done) if s in done]
         missing = [s for s in (seeds or []) if s not in done]
-        splits = _splits(c.recipe, used)
+        splits = sorted({split for s in used for split in run_metrics(c.recipe, s)})
         comparable = not used or c.split in splits
-        values = [_value(c.recipe, s, c.split, c.metric) for s in used] if comparable else []
-        envs.update({(c.recipe, s): read_json(run_dir(c.recipe, s) / "env.json") for s in used})
+        values = [_value(c.recipe, s, c.split, c.metric, run_metrics(c.recipe, s)) for s in used] if comparable else []
         entry = {"recipe": c.recipe, "metric": c.metric, "split": c.split, "published": c.value,
                  "published_std": c.std, "published_n": c.n, "source": format_source(c.source), "notes": c.notes,
                  "seeds": used if comparable else [], "values": values, "missing_seeds": missing}
@@ -70,22 +70,22 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
                            f"a number from one split cannot be compared with a number published on another"}
         entry.update({k: _finite(x) for k, x in v.items()})
         out["claims"][c.label] = entry
-    out["spread"] = {}
-    for r in list(dict.fromkeys([*baseline.recipes, *extra])):
+    out["spread"], envs = {}, []  # every recipe of the baseline, claimed or not
+    for r in baseline_recipe_names(name):
         done = existing_seeds(r)
         used = [s for s in (seeds if seeds is not None else done) if s in done]
-        envs.update({(r, s): read_json(run_dir(r, s) / "env.json") for s in used})
-        out["spread"][r] = _spread(r, used)
-    out["environment"] = _environment(list(envs.values()))
+        envs += [read_json(run_dir(r, s) / "env.json") for s in used]
+        out["spread"][r] = _spread({s: run_metrics(r, s) for s in used})
+    out["environment"] = _environment(envs)
     write_json(paths.reports_dir() / f"{name}.json", out)
     return out
 
 
-def _spread(recipe: str, seeds: list[int]) -> dict:
+def _spread(by_seed: dict[int, dict]) -> dict:
     """Per `split/metric`: the values over seeds with their mean, std, min and max."""
     per: dict[str, dict] = {}
-    for seed in seeds:
-        for split, metrics in read_json(run_dir(recipe, seed) / "metrics.json").items():
+    for seed, run in by_seed.items():
+        for split, metrics in run.items():
             for metric, value in metrics.items():
                 per.setdefault(f"{split}/{metric}", {"seeds": [], "values": []})
                 per[f"{split}/{metric}"]["seeds"].append(seed)

@@ -76,16 +76,28 @@ def pipeline_file(name: str) -> Path:
     return root / "dvc.yaml" if name == DEFAULT_BASELINE else root / "pipelines" / name / "dvc.yaml"
 
 
-def _baseline_recipes(name: str, known: list[str]) -> list:
+def baseline_recipe_names(name: str, known: list[str] | None = None) -> list[str]:
+    """The recipes a baseline's pipeline trains: its claims' recipes, then `params.yaml:<name>.recipes`."""
     baseline = load_baseline(name, known)
-    params = baseline_params(name)
-    extra = [r for r in params["recipes"] if r not in baseline.recipes]
+    extra = [r for r in baseline_params(name)["recipes"] if r not in baseline.recipes] if name in load_params() else []
     for r in extra:
-        if r not in known:
+        if known is not None and r not in known:
             raise ConfigError(params_file(), f"{name}.recipes", f"unknown recipe {r!r}", known)
-    if not baseline.recipes + extra:
-        raise ConfigError(baseline.path, "claims", f"no claims and no params.yaml:{name}.recipes: the pipeline would run nothing")
-    return [load_recipe(r) for r in baseline.recipes + extra]
+    return baseline.recipes + extra
+
+
+def training_baseline(recipe: str) -> str | None:
+    """The baseline whose pipeline trains `recipe` (one with a params.yaml section), if any."""
+    params = load_params()
+    return next((b for b in list_baselines() if b in params and recipe in baseline_recipe_names(b)), None)
+
+
+def _baseline_recipes(name: str, known: list[str]) -> list:
+    names = baseline_recipe_names(name, known)
+    if not names:
+        raise ConfigError(load_baseline(name, known).path, "claims",
+                          f"no claims and no params.yaml:{name}.recipes: the pipeline would run nothing")
+    return [load_recipe(r) for r in names]
 
 
 def _datasets(recipes) -> dict[str, str]:
@@ -231,12 +243,8 @@ def _ablations(name: str, recipes) -> list:
 def orphan_ablations() -> list[str]:
     """Ablations whose base recipe no baseline pipeline trains: `reprozoo ablate` runs them without DVC."""
     from .ablations import list_ablations, load_ablation
-    from .claims import list_baselines
 
-    params, known = load_params(), recipe_names()
-    trained = {r for b in list_baselines() if b in params for r in load_baseline(b, known).recipes}
-    trained |= {r for b in list_baselines() if b in params for r in baseline_params(b)["recipes"]}
-    return [a for a in list_ablations() if load_ablation(a).config["base"] not in trained]
+    return [a for a in list_ablations() if training_baseline(load_ablation(a).config["base"]) is None]
 
 
 def _rendered(name: str) -> dict[Path, str]:
