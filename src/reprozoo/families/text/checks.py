@@ -14,9 +14,16 @@ from ...seeding import seed_everything
 from .engine import build_trainer
 
 
+_TOKENIZED: dict[tuple, tuple] = {}  # (recipe hash, work dir) -> tokenized splits, shared by one `run_checks`
+
+
 def _trainer(recipe, seed: int, work: Path):
+    """A fresh Trainer (model initialised from `seed`); the recipe's data is tokenized once per check session."""
     ctx = RunContext(recipe, seed, work / f"seed{seed}-{time.monotonic_ns()}", work / "dvclive", threads=1, progress=False)
-    return build_trainer(recipe, seed, ctx)
+    key = (recipe.hash, work)
+    trainer, task, extra = build_trainer(recipe, seed, ctx, data=_TOKENIZED.get(key))
+    _TOKENIZED[key] = extra["data"]
+    return trainer, task, extra
 
 
 def _batch(trainer):
@@ -227,5 +234,8 @@ def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
               ("throughput", throughput)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
-        return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+        try:
+            results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
+            return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+        finally:
+            _TOKENIZED.pop((recipe.hash, work), None)

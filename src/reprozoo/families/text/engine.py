@@ -132,12 +132,13 @@ def _data(cfg: dict, family: str, tokenizer):
     return task, train, evals
 
 
-def build_trainer(recipe, seed: int, ctx) -> tuple[ReprozooTrainer, object, dict]:
+def build_trainer(recipe, seed: int, ctx, data=None) -> tuple[ReprozooTrainer, object, dict]:
+    """The Trainer of one run; `data` is `extra["data"]` of an earlier call for the same recipe (its tokenized splits)."""
     cfg = tricks.patch_recipe(recipe.config)
     seed_everything(seed, deterministic=True, threads=ctx.threads)
     spec = MODELS.build(cfg["model"])
     tokenizer = spec.tokenizer()
-    task, train_set, eval_sets = _data(cfg, recipe.family, tokenizer)
+    task, train_set, eval_sets = data or _data(cfg, recipe.family, tokenizer)
     seed_everything(seed, deterministic=True, threads=ctx.threads)  # the head's init depends only on the seed
     model = spec.model(task.num_labels)
     tricks.patch_model(model, cfg["tricks"])
@@ -175,7 +176,7 @@ def build_trainer(recipe, seed: int, ctx) -> tuple[ReprozooTrainer, object, dict
         trainer.add_callback(trainer.ema.callback())
         if resume:
             trainer.ema.load(Path(resume))
-    return trainer, task, {"eval_sets": eval_sets, "resume": resume}
+    return trainer, task, {"eval_sets": eval_sets, "resume": resume, "data": (task, train_set, eval_sets)}
 
 
 def _predictions(task, logits) -> np.ndarray:
