@@ -35,7 +35,8 @@ def cmd_list(args) -> int:
         print("families:")
         for f in family_names():
             fam = get_family(f)
-            print(f"  {f:<28} models: {', '.join(fam.models.names())}; datasets: {', '.join(fam.datasets.names())}")
+            models = ", ".join(fam.models.names()) if fam.models is not None else "named by each recipe's framework config"
+            print(f"  {f:<28} models: {models}; datasets: {', '.join(fam.datasets.names())}")
     if what in ("all", "tricks"):
         from .tricks import TRICKS
 

@@ -14,6 +14,8 @@ from .registry import Registry
 TRICKS = Registry("trick")
 VISION = ("classification",)
 BOTH = ("classification", "text")
+IMAGES = ("classification", "segmentation")
+ALL = ("classification", "segmentation", "text")
 
 
 def _trick(name: str, source: str, families=VISION):
@@ -55,7 +57,7 @@ def cutout(size: int = 16, p: float = 1.0):
     """Zero a size x size square (a segment for 1-D signals) at a uniformly random centre of each training input."""
 
 
-@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage", BOTH)
+@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage", ALL)
 def ema(momentum: float = 0.0002):
     """Evaluate an exponential moving average of the weights: ema = (1 - momentum) * ema + momentum * w."""
 
@@ -75,14 +77,19 @@ def clip_grad(max_norm: float = 1.0):
     """Clip the global gradient norm to `max_norm` (MMEngine optim_wrapper.clip_grad)."""
 
 
-@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe", BOTH)
+@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe", ALL)
 def longer_schedule(factor: float = 2.0):
     """Multiply the number of iterations (and every milestone and warmup length) by `factor`."""
 
 
-@_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1")
+@_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1", IMAGES)
 def hflip_tta():
     """Test-time augmentation: average the softmax of the input and of its flip along the last axis."""
+
+
+@_trick("dice_loss", "Milletari et al., V-Net, 3DV 2016 (Dice loss); mmsegmentation configs/unet *ce-1.0-dice-3.0* (weights)", ("segmentation",))
+def dice_loss(weight: float = 3.0):
+    """Add a Dice loss with weight `weight` to the decode head's cross-entropy (weight 1)."""
 
 
 @_trick("trivialaugment", "Mueller & Hutter, TrivialAugment, ICCV 2021 (torchvision TrivialAugmentWide)")

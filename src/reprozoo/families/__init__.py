@@ -1,7 +1,7 @@
 """Task families plug into the core here. A family module exposes `FAMILY`, an object with:
 
 - `name`, `schema` (the recipe sections it understands, see `reprozoo.schema`),
-- `models`, `datasets` (`reprozoo.registry.Registry`),
+- `models` (a `reprozoo.registry.Registry`, or None when recipes name framework configs), `datasets`,
 - `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`,
 - optionally `check(config, file)`: recipe checks beyond the schema (tricks the model cannot take),
 - optionally `dataset_code(name)` and `train_code(config)`: the family files that preparing the
@@ -20,6 +20,7 @@ import importlib
 
 FAMILY_MODULES = {
     "classification": "reprozoo.families.classification",
+    "segmentation": "reprozoo.families.segmentation",
     "text": "reprozoo.families.text",
 }
 

@@ -1,0 +1,83 @@
+"""Semantic segmentation on MMSegmentation: upstream configs taken as they are, run by MMEngine's Runner.
+
+A recipe names an MMSegmentation config (`mmseg::unet/...py`, or a path) and changes only what must
+change for this machine: the dataset location, the batch size on fewer devices (with the learning
+rate scaled and both recorded), the schedule length, and any `overrides` (dotted config keys, each
+checked against the config, so a typo is an error and not a silent no-op).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...schema import Component, Field, Section, positive
+from .retina import DATASETS
+
+CORE_FILES = ("__init__.py", "engine.py", "metrics.py", "tricks.py")
+
+
+def _config_ref(v):
+    return None if v.startswith("mmseg::") or v.endswith(".py") else f"expected 'mmseg::<dir>/<config>.py' or a path to a .py config, got {v!r}"
+
+
+SCHEMA = {
+    "config": Field(str, check=_config_ref, doc="MMSegmentation config: 'mmseg::unet/<name>.py' (the installed model zoo) or a path"),
+    "overrides": Field(dict, default={}, doc="dotted config keys and their new values (model.backbone.base_channels: 32); each key must exist"),
+    "dataset": Component(DATASETS, doc="dataset, converted by MMSegmentation's own converter into datasets/<name>/"),
+    "schedule": Section({
+        "iters": Field(int, check=positive, doc="optimizer steps; the poly schedule ends here"),
+        "batch_size": Field(int, check=positive, doc="images per step on the one device used"),
+        "reference_batch_size": Field(int, check=positive, doc="total batch of the published run (GPUs x images per GPU)"),
+        "lr_scaling": Field(str, default="linear", choices=["linear", "none"],
+                            doc="linear: lr x batch_size / reference_batch_size (Goyal et al. 2017); none: the config's lr"),
+        "num_workers": Field(int, default=2, check=positive,
+                             doc="loader processes; augmentation runs there, seeded from the run's seed, so a resumed run replays the same crops"),
+    }),
+    "eval": Section({
+        "interval": Field(int, default=4000, check=positive, doc="validate every N iterations for the curves"),
+    }),
+    "amp": Field(bool, default=False, doc="mixed precision (AmpOptimWrapper) on a GPU; ignored on CPU"),
+    "checkpoint_interval": Field(int, default=4000, check=positive, doc="iterations between resumable checkpoints"),
+}
+
+
+class SegmentationFamily:
+    name = "segmentation"
+    schema = SCHEMA
+    models = None  # the model is the config's: `reprozoo list` shows configs, not a registry
+    datasets = DATASETS
+
+    def dataset_code(self, dataset: str) -> list[Path]:
+        return [Path(__file__).with_name("retina.py")]
+
+    def train_code(self, config: dict) -> list[Path]:
+        files = [Path(__file__).parent / f for f in CORE_FILES]
+        if not config["config"].startswith("mmseg::"):
+            files.append(Path(config["config"]))
+        return files
+
+    def prepare(self, dataset: str, out_dir: Path) -> None:
+        DATASETS.get(dataset)().prepare(out_dir)
+
+    def check(self, config: dict, file) -> None:
+        """The config must load, every override key must exist in it, and the tricks must change something."""
+        from ...errors import ConfigError
+        from .engine import check_dataset, check_overrides, load_config
+        from .tricks import check
+
+        try:
+            DATASETS.build(config["dataset"])
+        except ValueError as e:
+            raise ConfigError(file, "dataset", str(e)) from None
+        cfg = load_config(config["config"], file)
+        check_overrides(cfg, config["overrides"], file)
+        cfg.merge_from_dict(config["overrides"], allow_list_keys=True)
+        check_dataset(cfg, config["dataset"]["name"], file)
+        check(config, cfg, file)
+
+    def train(self, recipe, seed, ctx) -> dict:
+        from .engine import train
+
+        return train(recipe, seed, ctx)
+
+
+FAMILY = SegmentationFamily()

@@ -1,0 +1,65 @@
+"""How each trick changes a segmentation run: the resolved recipe (schedule) or the MMSegmentation config.
+
+`dice_loss` gives the decode head the CE + Dice loss pair exactly as the model zoo's
+`ce-1.0-dice-3.0` configs write it; `ema` adds MMEngine's EMAHook; `longer_schedule` stretches
+the iterations (the poly schedule follows); `hflip_tta` evaluates with MMSegmentation's own
+test-time augmentation (SegTTAModel: softmax averaged over the image and its horizontal flip).
+"""
+from __future__ import annotations
+
+import copy
+
+from ...errors import ConfigError
+
+
+def _losses(cfg) -> list:
+    loss = cfg.model.decode_head.loss_decode
+    return list(loss) if isinstance(loss, (list, tuple)) else [loss]
+
+
+def check(config: dict, cfg, file) -> None:
+    """Reject a trick with an impossible parameter or one the config already has."""
+    for i, t in enumerate(config["tricks"]):
+        key, name = f"tricks[{i}]", t["name"]
+        if name == "dice_loss":
+            if any(loss.get("type") == "DiceLoss" for loss in _losses(cfg)):
+                raise ConfigError(file, key, f"trick 'dice_loss' changes nothing: {config['config']} already has a DiceLoss in model.decode_head.loss_decode")
+            if t["weight"] <= 0:
+                raise ConfigError(file, f"{key}.weight", f"must be > 0, got {t['weight']!r}")
+        elif name == "longer_schedule" and t["factor"] <= 1:
+            raise ConfigError(file, f"{key}.factor", f"must be > 1, got {t['factor']!r}")
+        elif name == "ema" and not 0 < t["momentum"] < 1:
+            raise ConfigError(file, f"{key}.momentum", f"must be in (0, 1), got {t['momentum']!r}")
+
+
+def patch_recipe(config: dict) -> dict:
+    """The recipe with the schedule tricks applied (a new dict)."""
+    cfg = copy.deepcopy(config)
+    for t in cfg["tricks"]:
+        if t["name"] == "longer_schedule":
+            cfg["schedule"]["iters"] = round(cfg["schedule"]["iters"] * t["factor"])
+    return cfg
+
+
+def patch_config(cfg, tricks: list[dict]) -> list[dict]:
+    """Apply the config tricks to `cfg` in place; return the hooks they add."""
+    hooks = []
+    for t in tricks:
+        if t["name"] == "dice_loss":
+            ce = dict(_losses(cfg)[0], loss_name="loss_ce")
+            cfg.model.decode_head.loss_decode = [ce, dict(type="DiceLoss", loss_name="loss_dice", loss_weight=t["weight"])]
+        elif t["name"] == "ema":
+            hooks.append(dict(type="EMAHook", momentum=t["momentum"], update_buffers=True, priority="ABOVE_NORMAL"))
+    return hooks
+
+
+def flip_tta_pipeline(test_pipeline: list) -> list:
+    """The test pipeline as a TestTimeAug over {no flip, horizontal flip}, flipping before the
+    annotation is loaded: predictions are flipped back by the segmentor, the ground truth never moves."""
+    steps = [copy.deepcopy(dict(s)) for s in test_pipeline]
+    if steps[0].get("type") != "LoadImageFromFile":
+        raise ValueError(f"the test pipeline must start with LoadImageFromFile, got {steps[0].get('type')!r}")
+    at = next((i for i, s in enumerate(steps) if s.get("type") in ("LoadAnnotations", "PackSegInputs")), len(steps))
+    flips = [dict(type="RandomFlip", prob=0.0, direction="horizontal"), dict(type="RandomFlip", prob=1.0, direction="horizontal")]
+    transforms = [[s] for s in steps[1:at]] + [flips] + [[s] for s in steps[at:]]
+    return [steps[0], dict(type="TestTimeAug", transforms=transforms)]
