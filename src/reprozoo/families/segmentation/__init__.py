@@ -69,8 +69,7 @@ class SegmentationFamily:
         except ValueError as e:
             raise ConfigError(file, "dataset", str(e)) from None
         cfg = load_config(config["config"], file)
-        check_overrides(cfg, config["overrides"], file)
-        cfg.merge_from_dict(config["overrides"], allow_list_keys=True)
+        cfg.merge_from_dict(check_overrides(cfg, config["overrides"], file), allow_list_keys=True)
         check_dataset(cfg, config["dataset"]["name"], file)
         check(config, cfg, file)
 

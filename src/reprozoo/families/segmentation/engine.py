@@ -23,24 +23,35 @@ def load_config(ref: str, file):
     from mmengine.config import Config
 
     try:
-        return Config.fromfile(ref)
+        return Config.fromfile(resolve_config(ref))
     except (FileNotFoundError, OSError, ValueError, SyntaxError) as e:
         raise ConfigError(file, "config", f"cannot load {ref!r}: {e}", _neighbours(ref)) from None
+
+
+def resolve_config(ref: str) -> Path:
+    """'mmseg::unet/x.py' -> the file in the installed package's model zoo (Config.fromfile reads paths only)."""
+    if not ref.startswith("mmseg::"):
+        return Path(ref)
+    import mmseg
+
+    return Path(mmseg.__file__).parent / ".mim" / "configs" / ref[len("mmseg::"):]
 
 
 def _neighbours(ref: str) -> list[str] | None:
     if not ref.startswith("mmseg::"):
         return None
-    import mmseg
-
-    folder = Path(mmseg.__file__).parent / ".mim" / "configs" / Path(ref[len("mmseg::"):]).parent
+    folder = resolve_config(ref).parent
     return [f"mmseg::{folder.name}/{p.name}" for p in sorted(folder.glob("*.py"))] if folder.is_dir() else None
 
 
-def check_overrides(cfg, overrides: dict, file) -> None:
-    """Every dotted key must name something the config has: an override never adds a key silently."""
-    for dotted in overrides:
-        node, path = cfg, []
+def check_overrides(cfg, overrides: dict, file) -> dict:
+    """Every dotted key must name something the config has: an override never adds a key silently.
+
+    Returns the overrides ready to merge: a YAML list replacing a tuple becomes a tuple, since
+    MMCV's transforms accept sizes only as tuples (RandomResize(scale=(w, h)))."""
+    out = {}
+    for dotted, value in overrides.items():
+        node, path = cfg.to_dict(), []
         for part in str(dotted).split("."):
             if isinstance(node, (list, tuple)):
                 ok = part.isdigit() and int(part) < len(node)
@@ -54,6 +65,8 @@ def check_overrides(cfg, overrides: dict, file) -> None:
                 where = ".".join(path) or "the top level"
                 raise ConfigError(file, f"overrides.{dotted}", f"the config has no key {part!r} at {where}", allowed)
             path.append(part)
+        out[dotted] = tuple(value) if isinstance(node, tuple) and isinstance(value, list) else value
+    return out
 
 
 def _inner(dataset_cfg):
@@ -85,7 +98,7 @@ def runner_config(recipe, seed, ctx):
     seed_everything(seed, deterministic=not cuda, threads=ctx.threads)
     use_weights_only_loading()
     cfg = load_config(rcp["config"], recipe.path)
-    cfg.merge_from_dict(rcp["overrides"], allow_list_keys=True)
+    cfg.merge_from_dict(check_overrides(cfg, rcp["overrides"], recipe.path), allow_list_keys=True)
     hooks = tricks.patch_config(cfg, rcp["tricks"])
     s, dataset = rcp["schedule"], DATASETS.build(rcp["dataset"])
     data_dir = ensure_prepared(recipe.family, rcp["dataset"]["name"])
@@ -117,7 +130,7 @@ def runner_config(recipe, seed, ctx):
         truncate_curves(ctx.curves_dir, resumed, val_keys=VAL_KEYS)
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=rcp["checkpoint_interval"],
                                         max_keep_ckpts=1, save_last=True)
-    cfg.default_hooks.visualization = None  # draws nothing unless asked; our curves go through DVCLive
+    cfg.default_hooks.pop("visualization", None)  # draws nothing unless asked; the curves go through DVCLive
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), *hooks, dict(type="ResumeStateHook"),
                         dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)]
     cfg.visualizer = dict(type="SegLocalVisualizer", vis_backends=[dict(type="RunDVCLiveBackend", save_dir=str(ctx.curves_dir),
@@ -152,11 +165,28 @@ def use_flip_tta(runner, cfg) -> None:
     runner.model = SegTTAModel(module=runner.model)
 
 
+def _stop_workers(runner) -> None:
+    """Shut the loader processes down now, not when the runner is collected: forked workers hold a
+    copy of the run's lock file, so a run that failed inside this process could not be retried."""
+    from mmengine.runner import BaseLoop
+
+    for loop in (runner._train_loop, runner._val_loop, runner._test_loop):
+        if not isinstance(loop, BaseLoop):
+            continue
+        for it in (getattr(loop.dataloader, "_iterator", None),
+                   getattr(getattr(loop, "dataloader_iterator", None), "_iterator", None)):
+            if hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+
+
 def train(recipe, seed, ctx) -> dict:
     runner, cfg = build_runner(recipe, seed, ctx)
-    runner.train()
-    if any(t["name"] == "hflip_tta" for t in recipe.config["tricks"]):
-        use_flip_tta(runner, cfg)
-    metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
-    runner.visualizer.close()
+    try:
+        runner.train()
+        if any(t["name"] == "hflip_tta" for t in recipe.config["tricks"]):
+            use_flip_tta(runner, cfg)
+        metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
+    finally:
+        _stop_workers(runner)
+        runner.visualizer.close()
     return {"test": {k: float(metrics[k]) for k in VAL_KEYS}}

@@ -46,7 +46,8 @@ def patch_config(cfg, tricks: list[dict]) -> list[dict]:
     hooks = []
     for t in tricks:
         if t["name"] == "dice_loss":
-            ce = dict(_losses(cfg)[0], loss_name="loss_ce")
+            first = _losses(cfg)[0]  # written as the zoo's ce-1.0-dice-3.0 configs write it
+            ce = dict(type=first["type"], loss_name="loss_ce", loss_weight=first.get("loss_weight", 1.0))
             cfg.model.decode_head.loss_decode = [ce, dict(type="DiceLoss", loss_name="loss_dice", loss_weight=t["weight"])]
         elif t["name"] == "ema":
             hooks.append(dict(type="EMAHook", momentum=t["momentum"], update_buffers=True, priority="ABOVE_NORMAL"))
