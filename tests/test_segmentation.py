@@ -344,3 +344,25 @@ def test_zoo_recipes_keep_the_published_setup():
         assert cfg.train_cfg.max_iters == 40000 and cfg.optim_wrapper.optimizer.lr == 0.01, n
         assert 4 * cfg.train_dataloader.batch_size == s["reference_batch_size"], n  # 4 GPUs x 4 images
         assert r.config["overrides"] == {} and r.config["tricks"] == [], n
+
+
+def test_sanity_checks_pass_on_a_healthy_recipe_and_catch_unconverted_masks(project, data_root):
+    from reprozoo.checks import check
+    from reprozoo.datasets_store import prepare
+
+    make_drive(data_root)
+    recipe = tiny(project)
+    results, written = check(recipe, 0)
+    by_name = {c.name: c for c in results}
+    assert all(c.ok for c in results), [(c.name, c.summary) for c in results if not c.ok]
+    assert set(by_name) == {"input audit", "overfit one batch", "trivial solution", "mode audit", "determinism", "throughput", "look at the data"}
+    assert (project / "reports/checks/tiny_unet-samples.png").exists() and "foreground" in written[0].read_text()
+
+    # masks left as 0/255 (the converter's // 128 skipped): 255 is the ignore index, so no vessel is ever learned
+    out = prepare("segmentation", "drive", force=True)
+    for f in (out / "annotations/training").glob("*.png"):
+        cv2.imwrite(str(f), _labels(f) * 255)
+    results, _ = check(recipe, 0)
+    by_name = {c.name: c for c in results}
+    assert not by_name["input audit"].ok and "no foreground pixel" in by_name["input audit"].summary
+    assert not by_name["look at the data"].ok

@@ -1,0 +1,246 @@
+"""Sanity checks for a segmentation recipe, on its MMSegmentation pipeline and model (see `reprozoo.checks`)."""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...checks import Check
+from ...runs import RunContext
+from .engine import build_runner
+
+
+def _setup(recipe, seed: int, work: Path):
+    """The recipe's Runner (model initialised from `seed`, tricks applied) and its training loader, built in
+    this process (no workers) from the same pipeline a run uses."""
+    from mmengine.runner import Runner
+
+    ctx = RunContext(recipe, seed, work / f"seed{seed}-{time.monotonic_ns()}", work / "dvclive", threads=1, progress=False)
+    runner, cfg = build_runner(recipe, seed, ctx)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)  # built by runner.train() otherwise
+    loader_cfg = copy.deepcopy(cfg.train_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    return runner, Runner.build_dataloader(loader_cfg, seed=seed)
+
+
+def _batch(runner, loader, n: int | None = None):
+    """One training batch as the network receives it: augmented, then normalised and padded by the data preprocessor."""
+    data = next(iter(loader))
+    if n is not None:
+        data = {k: v[:n] for k, v in data.items()}
+    return runner.model.data_preprocessor(data, training=True)
+
+
+def _labels(samples) -> torch.Tensor:
+    return torch.stack([s.gt_sem_seg.data[0] for s in samples])
+
+
+def _num_classes(model) -> int:
+    return model.decode_head.num_classes
+
+
+def _loss(model, inputs, samples):
+    loss, _ = model.parse_losses(model.loss(inputs, samples))
+    return loss
+
+
+def _dice(model, inputs, labels) -> float:
+    """Foreground Dice (percent) of the model's prediction on a batch, eval mode, whole-crop inference."""
+    model.eval()
+    with torch.no_grad():
+        pred = model.encode_decode(inputs, [dict(img_shape=inputs.shape[-2:], pad_shape=inputs.shape[-2:])] * len(inputs)).argmax(1)
+    fg, gt = pred == _num_classes(model) - 1, labels == _num_classes(model) - 1
+    return 100 * 2 * float((fg & gt).sum()) / max(1, float(fg.sum() + gt.sum()))
+
+
+def input_audit(recipe, seed, work) -> Check:
+    runner, loader = _setup(recipe, seed, work)
+    b = _batch(runner, loader)
+    x, y, n_cls = b["inputs"].float(), _labels(b["data_samples"]), _num_classes(runner.model)
+    problems = []
+    if not torch.isfinite(x).all():
+        problems.append(f"{int((~torch.isfinite(x)).sum())} NaN/Inf values in the inputs")
+    chans = x.transpose(0, 1).reshape(x.shape[1], -1)
+    mean, std, lo, hi = chans.mean(1), chans.std(1), chans.min(1).values, chans.max(1).values
+    if float(hi.max()) > 20 or float(lo.min()) < -20:
+        problems.append(f"inputs range [{float(lo.min()):.1f}, {float(hi.max()):.1f}]: not normalised (check data_preprocessor mean/std)")
+    if (std == 0).any():
+        problems.append(f"constant channel(s) {(std == 0).nonzero().flatten().tolist()}")
+    values = sorted(set(torch.unique(y).tolist()))
+    bad = [v for v in values if not (0 <= v < n_cls or v == 255)]
+    if bad:
+        problems.append(f"label values {bad} outside the classes 0..{n_cls - 1} and the ignore index 255 (masks not converted to class ids?)")
+    counted = y[y != 255]
+    fg = 100 * float((counted == n_cls - 1).float().mean()) if counted.numel() else 0.0
+    if fg == 0:
+        problems.append("no foreground pixel in the batch: masks empty, or stored as 0/255 so that 255 is ignored")
+    rows = [f"inputs {tuple(b['inputs'].shape)} {b['inputs'].dtype}; labels {tuple(y.shape)}, values {values}; "
+            f"foreground {fg:.1f}% of the labelled pixels, ignored (255) {100 * float((y == 255).float().mean()):.1f}%"] + [
+        f"channel {i}: mean {float(mean[i]):.3f}, std {float(std[i]):.3f}, min {float(lo[i]):.3f}, max {float(hi[i]):.3f}"
+        for i in range(len(mean))]
+    return Check("input audit", not problems, "; ".join(problems) or "normalised, finite, labels are class ids, foreground present", rows)
+
+
+def look_at_data(recipe, seed, work, out_png: Path, k: int = 8) -> Check:
+    """Augmented training crops with their masks overlaid, and the training set's foreground fraction and image sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    runner, loader = _setup(recipe, seed, work)
+    b = _batch(runner, loader, k)
+    pre = runner.model.data_preprocessor
+    imgs = (b["inputs"].float() * pre.std + pre.mean).clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # RGB after bgr_to_rgb
+    y = _labels(b["data_samples"]).numpy()
+    n_cls = _num_classes(runner.model)
+    cols = min(k, len(imgs))
+    fig, axes = plt.subplots(2, cols, figsize=(1.6 * cols, 3.4), squeeze=False)
+    for i in range(cols):
+        axes[0, i].imshow(imgs[i])
+        overlay = imgs[i].copy()
+        overlay[y[i] == n_cls - 1] = (0, 255, 0)
+        overlay[y[i] == 255] = (255, 0, 255)
+        axes[1, i].imshow(overlay)
+        for a in axes[:, i]:
+            a.axis("off")
+    fig.suptitle(f"{recipe.name}: augmented crops; below, foreground in green (ignored in magenta)", fontsize=8)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+    dataset = loader.dataset.dataset if hasattr(loader.dataset, "times") else loader.dataset
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    sizes = sorted({Image.open(d["img_path"]).size for d in infos})
+    masks = [np.asarray(Image.open(d["seg_map_path"])) for d in infos]
+    fracs = np.array([100 * float((m == n_cls - 1).mean()) for m in masks])
+    ok = bool(fracs.min() > 0)
+    rows = [f"{len(infos)} training images; sizes (w x h): {', '.join(f'{w}x{h}' for w, h in sizes)}",
+            f"foreground per image: mean {fracs.mean():.1f}%, min {fracs.min():.1f}%, max {fracs.max():.1f}% of the pixels"
+            + ("" if ok else ": some masks have no foreground")]
+    return Check("look at the data", ok, f"{cols} augmented crops with masks in {out_png.name}; foreground {fracs.mean():.1f}% of the training pixels",
+                 rows, [out_png.name])
+
+
+def _drop_dropout(model) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout2d | torch.nn.Dropout):
+            m.p = 0.0
+
+
+def overfit_batch(recipe, seed, work, samples: int = 4, steps: int = 150, lr: float = 3e-3) -> Check:
+    """A few fixed crops, dropout off, Adam: the loss must fall near zero and the crops' Dice reach the top."""
+    runner, loader = _setup(recipe, seed, work)
+    model = runner.model
+    b = _batch(runner, loader, samples)
+    x, samples_, y = b["inputs"], b["data_samples"], _labels(b["data_samples"])
+    _drop_dropout(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    losses = []
+    for _ in range(steps):
+        model.train()
+        loss = _loss(model, x, samples_)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    dice = _dice(model, x, y)
+    ok = losses[-1] < 0.1 and dice >= 90
+    hint = "" if ok else ("; frozen: " + ", ".join(frozen[:5]) if frozen else ": check the masks (class ids), the loss and the learning rate")
+    return Check("overfit one batch", ok, f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, foreground Dice {dice:.1f} on {samples} crops in {steps} Adam steps" + hint,
+                 [f"step {i}: {losses[i]:.4f}" for i in (0, steps // 4, steps // 2, steps - 1)])
+
+
+def trivial_solution(recipe, seed, work, steps: int = 60, lr: float = 3e-3) -> Check:
+    """Inputs that are the mask itself (every channel +-1) must be segmented almost at once."""
+    runner, loader = _setup(recipe, seed, work)
+    model = runner.model
+    b = _batch(runner, loader)
+    y = _labels(b["data_samples"])
+    x = ((y == _num_classes(model) - 1).float() * 2 - 1)[:, None].expand_as(b["inputs"]).contiguous()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        model.train()
+        loss = _loss(model, x, b["data_samples"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    dice = _dice(model, x, y)
+    ok = dice >= 95
+    return Check("trivial solution", ok, f"foreground Dice {dice:.1f} after {steps} steps on inputs that are the mask"
+                 + ("" if ok else ": the wiring between masks and loss is broken (class ids, ignore index, num_classes)"), [])
+
+
+def mode_audit(recipe, seed, work) -> Check:
+    runner, loader = _setup(recipe, seed, work)
+    model, x = runner.model, _batch(runner, loader)["inputs"]
+    meta = [dict(img_shape=x.shape[-2:], pad_shape=x.shape[-2:])] * len(x)
+    with torch.no_grad():
+        model.eval()
+        e1, e2 = model.encode_decode(x, meta), model.encode_decode(x, meta)
+        model.train()
+        t1 = model.encode_decode(x, meta)
+    eval_same, differs = torch.equal(e1, e2), not torch.equal(e1, t1)
+    ok = eval_same and differs
+    return Check("mode audit", ok, "eval is deterministic; train mode differs (dropout, batch statistics)" if ok else
+                 "eval mode gives different outputs for the same batch" if not eval_same else
+                 "train and eval give identical outputs: are dropout and BatchNorm ever switched?", [])
+
+
+def determinism(recipe, seed, work, steps: int = 3) -> Check:
+    def losses(s):
+        runner, loader = _setup(recipe, s, work)
+        out, it = [], iter(loader)
+        for _ in range(steps):
+            log = runner.model.train_step(next(it), runner.optim_wrapper)
+            out.append(float(log["loss"]))
+        return out
+
+    a, b, c = losses(seed), losses(seed), losses(seed + 1)
+    ok = a == b and a != c
+    return Check("determinism", ok, "same seed, same losses; another seed, other losses" if ok else
+                 "the same seed gave different losses" if a != b else "another seed gave the same losses: is the seed used?",
+                 [f"seed {seed}: {[round(v, 5) for v in a]}", f"seed {seed + 1}: {[round(v, 5) for v in c]}"])
+
+
+def throughput(recipe, seed, work, steps: int = 4) -> Check:
+    """Images/s of the loader alone (this process) and of full training steps, and the loader's share."""
+    runner, loader = _setup(recipe, seed, work)
+    it = iter(loader)
+    t0 = time.perf_counter()
+    batches = [next(it) for _ in range(steps)]
+    t_data = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for data in batches:
+        runner.model.train_step(data, runner.optim_wrapper)
+    t_step = time.perf_counter() - t0
+    n = sum(len(d["inputs"]) for d in batches)
+    workers = runner.cfg.train_dataloader.num_workers
+    share = t_data / (t_data + t_step)
+    ok = share / max(1, workers) < 0.5
+    return Check("throughput", ok, f"loader {n / t_data:.1f} images/s in one process, training steps {n / t_step:.1f} images/s; "
+                 f"one loader process would be {100 * share:.0f}% of the time, the recipe runs {workers}"
+                 + ("" if ok else ": input-bound, raise schedule.num_workers"), [])
+
+
+def _guarded(name, fn, *args) -> Check:
+    try:
+        return fn(*args)
+    except Exception as e:  # a check that crashes is a failed check, reported with the others
+        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
+
+
+def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
+    checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
+              ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
+        return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
