@@ -192,8 +192,18 @@ def tiny(project, name="tiny_unet", iters=6, extra=""):
 def test_reduced_unet_trains_and_evaluates_with_dice(project, data_root):
     from reprozoo.runs import execute, run_dir
 
+    from reprozoo.families.segmentation.engine import runner_config
+    from reprozoo.runs import RunContext
+
     make_drive(data_root)
     recipe = tiny(project)
+    cfg, _ = runner_config(recipe, 0, RunContext(recipe, 0, project / "w", project / "w/dvclive", threads=1))
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg[key]
+        data = loader.dataset.get("dataset", loader.dataset)
+        assert (loader.num_workers, data.data_root) == (1, str(project / "datasets/drive")), key
+        assert data.indices == (4 if key == "train_dataloader" else 2), key
+    assert cfg.train_dataloader.batch_size == 4 and cfg.param_scheduler[0].end == 6 and cfg.train_cfg.max_iters == 6
     metrics = execute(recipe, 0, progress=False)["test"]
     assert set(metrics) == {"Dice", "mDice", "IoU", "mIoU", "aAcc"}
     assert all(0 <= v <= 100 for v in metrics.values())

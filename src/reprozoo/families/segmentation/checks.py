@@ -48,9 +48,10 @@ def _loss(model, inputs, samples):
     return loss
 
 
-def _dice(model, inputs, labels) -> float:
-    """Foreground Dice (percent) of the model's prediction on a batch, eval mode, whole-crop inference."""
-    model.eval()
+def _dice(model, inputs, labels, train_mode: bool = False) -> float:
+    """Foreground Dice (percent) of the model's prediction on a batch, whole-crop inference; eval mode unless
+    `train_mode` (batch statistics, as the batch was fitted)."""
+    model.train(train_mode)
     with torch.no_grad():
         pred = model.encode_decode(inputs, [dict(img_shape=inputs.shape[-2:], pad_shape=inputs.shape[-2:])] * len(inputs)).argmax(1)
     fg, gt = pred == _num_classes(model) - 1, labels == _num_classes(model) - 1
@@ -151,10 +152,10 @@ def overfit_batch(recipe, seed, work, samples: int = 4, steps: int = 150, lr: fl
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    dice = _dice(model, x, y)
+    dice = _dice(model, x, y, train_mode=True)
     ok = losses[-1] < 0.1 and dice >= 90
     hint = "" if ok else ("; frozen: " + ", ".join(frozen[:5]) if frozen else ": check the masks (class ids), the loss and the learning rate")
-    return Check("overfit one batch", ok, f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, foreground Dice {dice:.1f} on {samples} crops in {steps} Adam steps" + hint,
+    return Check("overfit one batch", ok, f"loss {losses[0]:.3f} -> {losses[-1]:.4f}, foreground Dice {dice:.1f} (train mode) on {samples} crops in {steps} Adam steps" + hint,
                  [f"step {i}: {losses[i]:.4f}" for i in (0, steps // 4, steps // 2, steps - 1)])
 
 
@@ -200,7 +201,7 @@ def determinism(recipe, seed, work, steps: int = 3) -> Check:
         out, it = [], iter(loader)
         for _ in range(steps):
             log = runner.model.train_step(next(it), runner.optim_wrapper)
-            out.append(float(log["loss"]))
+            out.append(float(log["loss"].detach()))
         return out
 
     a, b, c = losses(seed), losses(seed), losses(seed + 1)

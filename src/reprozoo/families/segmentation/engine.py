@@ -104,12 +104,13 @@ def runner_config(recipe, seed, ctx):
     data_dir = ensure_prepared(recipe.family, rcp["dataset"]["name"])
 
     for key, n in (("train_dataloader", dataset.train_images), ("val_dataloader", dataset.val_images), ("test_dataloader", dataset.val_images)):
-        loader = cfg[key] = copy.deepcopy(cfg[key])  # the config may share one dict between val and test
+        loader = copy.deepcopy(cfg[key].to_dict())  # the config may share one dict between val and test
         inner = _inner(loader["dataset"])
         inner["data_root"] = str(data_dir)
         if n is not None:
             inner["indices"] = n
         loader.update(num_workers=s["num_workers"], persistent_workers=True)
+        cfg[key] = loader  # Config stores a copy: assign after editing
     evaluator = dict(type="RetinaMetric")
     cfg.val_evaluator = cfg.test_evaluator = evaluator
 
