@@ -21,6 +21,26 @@ class Check:
     figures: list[str] = field(default_factory=list)
 
 
+def guarded(name: str, fn, *args) -> Check:
+    """A check that raises fails with the error as its diagnosis, and the others still run."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any error is the finding
+        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
+
+
+def run_in_scratch(checks, look_at_data, recipe, seed: int, out_png) -> list[Check]:
+    """Each `(name, fn(recipe, seed, work))` of a family, then `look_at_data(recipe, seed, work, out_png)`,
+    with a scratch folder `work` for their runners' files."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = [guarded(name, f, recipe, seed, work) for name, f in checks]
+        return results + [guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+
+
 def check(recipe, seed: int = 0) -> tuple[list[Check], list]:
     import importlib
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
-import tempfile
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...checks import Check
+from ...checks import Check, run_in_scratch
 from ...runs import RunContext
 from ...seeding import seed_everything
 from .engine import Classifier, runner_config
@@ -249,18 +248,7 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
                  + ("classes balanced within 10x" if ok else f"extreme class imbalance ({ratio:.0f}x)"), rows, [out_png.name])
 
 
-def _guarded(name, fn, *args) -> Check:
-    """A check that raises fails with the error as its diagnosis, and the others still run."""
-    try:
-        return fn(*args)
-    except Exception as e:  # noqa: BLE001 - any error is the finding
-        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
-
-
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
               ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
-        return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+    return run_in_scratch(checks, look_at_data, recipe, seed, out_png)

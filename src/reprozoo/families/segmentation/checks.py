@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...checks import Check
+from ...checks import Check, run_in_scratch
 from ...runs import RunContext
 from .engine import build_runner
 
@@ -231,17 +230,7 @@ def throughput(recipe, seed, work, steps: int = 4) -> Check:
                  + ("" if ok else ": input-bound, raise schedule.num_workers"), [])
 
 
-def _guarded(name, fn, *args) -> Check:
-    try:
-        return fn(*args)
-    except Exception as e:  # a check that crashes is a failed check, reported with the others
-        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
-
-
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
               ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
-        return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+    return run_in_scratch(checks, look_at_data, recipe, seed, out_png)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...checks import Check
+from ...checks import Check, guarded
 from ...runs import RunContext
 from ...seeding import seed_everything
 from .engine import build_trainer
@@ -221,13 +221,6 @@ def throughput(recipe, seed, work, steps: int = 8) -> Check:
                  "waits for tokenised batches" + (": input-bound" if share >= 0.5 else ""), [])
 
 
-def _guarded(name, fn, *args) -> Check:
-    try:
-        return fn(*args)
-    except Exception as e:  # a check that crashes is a failed check, reported with the others
-        return Check(name, False, f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", [])
-
-
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
               ("mode audit", mode_audit), ("padding invariance", padding_invariance), ("determinism", determinism),
@@ -235,7 +228,7 @@ def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         try:
-            results = [_guarded(name, f, recipe, seed, work) for name, f in checks]
-            return results + [_guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
+            results = [guarded(name, f, recipe, seed, work) for name, f in checks]
+            return results + [guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
         finally:
             _TOKENIZED.pop((recipe.hash, work), None)
