@@ -342,9 +342,11 @@ def test_dice_loss_on_the_ce_dice_config_changes_nothing(project):
 
 def test_zoo_recipes_keep_the_published_setup():
     from reprozoo.families.segmentation.engine import load_config
-    from reprozoo.recipes import load_recipe, recipe_names
+    from reprozoo.recipes import load_recipe
 
-    names = [n for n in recipe_names() if n.startswith("unet_fcn_")]
+    from reprozoo.claims import load_baseline
+
+    names = sorted({c.recipe for c in load_baseline("unet_retina_mmseg").claims})
     assert len(names) == 5
     for n in names:
         r = load_recipe(n)

@@ -155,17 +155,6 @@ def build_runner(recipe, seed, ctx):
     return runner, cfg
 
 
-def use_flip_tta(runner, cfg) -> None:
-    """Evaluate the trained model through MMSegmentation's SegTTAModel over the flipped pipeline."""
-    from mmseg.models import SegTTAModel
-
-    loader = copy.deepcopy(cfg.test_dataloader)
-    inner = _inner(loader["dataset"])
-    inner["pipeline"] = tricks.flip_tta_pipeline(inner["pipeline"])
-    runner._test_dataloader = loader  # still a config: the test loop is built on first use
-    runner.model = SegTTAModel(module=runner.model)
-
-
 def _stop_workers(runner) -> None:
     """Shut the loader processes down now, not when the runner is collected: forked workers hold a
     copy of the run's lock file, so a run that failed inside this process could not be retried."""
@@ -184,8 +173,7 @@ def train(recipe, seed, ctx) -> dict:
     runner, cfg = build_runner(recipe, seed, ctx)
     try:
         runner.train()
-        if any(t["name"] == "hflip_tta" for t in recipe.config["tricks"]):
-            use_flip_tta(runner, cfg)
+        tricks.patch_test(runner, cfg, recipe.config["tricks"])
         metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
     finally:
         _stop_workers(runner)

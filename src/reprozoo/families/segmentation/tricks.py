@@ -54,6 +54,19 @@ def patch_config(cfg, tricks: list[dict]) -> list[dict]:
     return hooks
 
 
+def patch_test(runner, cfg, tricks: list[dict]) -> None:
+    """Before the final test: "hflip_tta" evaluates the trained model through MMSegmentation's SegTTAModel."""
+    if not any(t["name"] == "hflip_tta" for t in tricks):
+        return
+    from mmseg.models import SegTTAModel
+
+    loader = copy.deepcopy(cfg.test_dataloader)
+    inner = loader["dataset"].get("dataset", loader["dataset"])
+    inner["pipeline"] = flip_tta_pipeline(inner["pipeline"])
+    runner._test_dataloader = loader  # still a config: the test loop is built on first use
+    runner.model = SegTTAModel(module=runner.model)
+
+
 def flip_tta_pipeline(test_pipeline: list) -> list:
     """The test pipeline as a TestTimeAug over {no flip, horizontal flip}, flipping before the
     annotation is loaded: predictions are flipped back by the segmentor, the ground truth never moves."""
