@@ -5,8 +5,10 @@ writes `reports/checks/<recipe>.md` (and its pictures) and turns failures into a
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import paths
 from .io import atomic_write_text
@@ -32,9 +34,6 @@ def guarded(name: str, fn, *args) -> Check:
 def run_in_scratch(checks, look_at_data, recipe, seed: int, out_png) -> list[Check]:
     """Each `(name, fn(recipe, seed, work))` of a family, then `look_at_data(recipe, seed, work, out_png)`,
     with a scratch folder `work` for their runners' files."""
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = [guarded(name, f, recipe, seed, work) for name, f in checks]

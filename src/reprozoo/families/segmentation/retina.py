@@ -12,6 +12,7 @@ import runpy
 import sys
 import tempfile
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ... import paths
@@ -49,11 +50,11 @@ def _zip_tree(src: Path, zip_path: Path, arcroot: str, parts=None) -> Path:
     return zip_path
 
 
-def _count(out_dir: Path, split: str) -> tuple[int, int]:
-    return (len(list((out_dir / "images" / split).glob("*.png"))), len(list((out_dir / "annotations" / split).glob("*.png"))))
+def _images(out_dir: Path, split: str) -> int:
+    return len(list((out_dir / "images" / split).glob("*.png")))
 
 
-class RetinaSet:
+class RetinaSet(ABC):
     """A retina set: `prepare` converts the raw files; the options select images when training."""
 
     store = ""  # folder under the data roots
@@ -69,14 +70,14 @@ class RetinaSet:
     def prepare(self, out_dir: Path) -> None:
         with tempfile.TemporaryDirectory(dir=out_dir.parent) as raw:
             self.convert(Path(raw), out_dir)
-        got = (_count(out_dir, "training"), _count(out_dir, "validation"))
-        want = self.sizes
-        if got[0][0] != want[0] or got[1][0] != want[1]:
-            raise FetchError(f"{self.store}: converting gave {got[0][0]} training and {got[1][0]} validation images, "
-                             f"expected {want[0]} and {want[1]}; the raw files are incomplete")
+        got = (_images(out_dir, "training"), _images(out_dir, "validation"))
+        if got != self.sizes:
+            raise FetchError(f"{self.store}: converting gave {got[0]} training and {got[1]} validation images, "
+                             f"expected {self.sizes[0]} and {self.sizes[1]}; the raw files are incomplete")
 
+    @abstractmethod
     def convert(self, raw: Path, out_dir: Path) -> None:
-        raise NotImplementedError
+        """Find or fetch the raw files (using `raw` as scratch) and run the set's converter into `out_dir`."""
 
     def _missing(self, what: str) -> FetchError:
         where = " or ".join(str(r / self.store) for r in paths.data_roots())
