@@ -37,6 +37,15 @@ def project(tmp_path, monkeypatch):
     return root
 
 
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """An empty data store as REPROZOO_DATA: tests write raw files there in their official layout."""
+    root = tmp_path / "store"
+    root.mkdir()
+    monkeypatch.setenv("REPROZOO_DATA", str(root))
+    return root
+
+
 def reprozoo(*args, cwd, check=True, env=None, **kw):
     """Run the CLI in a subprocess, as a user (or DVC) would."""
     cmd = [sys.executable, "-m", "reprozoo.cli", *map(str, args)]

@@ -100,14 +100,6 @@ def make_hrf(root):
     return d
 
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    root.mkdir()
-    monkeypatch.setenv("REPROZOO_DATA", str(root))
-    return root
-
-
 def _labels(path):
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 

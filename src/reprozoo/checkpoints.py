@@ -5,7 +5,9 @@ compare its accuracy with the published number, with the sampling uncertainty of
 (scipy.stats.binomtest). The verdict applies the rule of `stats.verdict` to that interval minus
 the published value: `below`/`above` when it lies entirely beyond ±tolerance, `reproduced` when it
 lies within ±(tolerance + margin), `inconclusive` otherwise. A subset of the test set gives a wide
-interval: that is the honest answer, not a failure.
+interval: that is the honest answer, not a failure. A metric that is not a proportion (box AP)
+gets a bootstrap interval over the evaluated images when they are a subset (the family computes
+it), and no interval on the whole set the published number was computed on.
 """
 from __future__ import annotations
 
@@ -15,22 +17,38 @@ from . import paths
 from .io import atomic_write_text, write_json
 
 
+def interval_verdict(d_lo: float, d_hi: float, *, tolerance: float, margin: float) -> str:
+    """The verdict of an interval of (ours - published), by the rule above."""
+    if d_lo > tolerance:
+        return "above"
+    if d_hi < -tolerance:
+        return "below"
+    if d_lo >= -(tolerance + margin) and d_hi <= tolerance + margin:
+        return "reproduced"
+    return "inconclusive"
+
+
 def binomial_verdict(correct: int, total: int, published: float, *, tolerance: float, margin: float) -> dict:
     from scipy.stats import binomtest
 
     ci = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="exact")
     acc, lo, hi = 100.0 * correct / total, 100.0 * ci.low, 100.0 * ci.high
     d_lo, d_hi = lo - published, hi - published
-    if d_lo > tolerance:
-        verdict = "above"
-    elif d_hi < -tolerance:
-        verdict = "below"
-    elif d_lo >= -(tolerance + margin) and d_hi <= tolerance + margin:
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
     return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "published": published, "difference": acc - published,
-            "interval_low": d_lo, "interval_high": d_hi, "tolerance": tolerance, "margin": margin, "verdict": verdict,
+            "interval_low": d_lo, "interval_high": d_hi, "tolerance": tolerance, "margin": margin,
+            "verdict": interval_verdict(d_lo, d_hi, tolerance=tolerance, margin=margin),
+            "published_inside_ci": lo <= published <= hi}
+
+
+def metric_verdict(value: float, published: float, *, ci: tuple[float, float] | None, tolerance: float, margin: float) -> dict:
+    """For a metric that is not a proportion (box AP): `ci` is a bootstrap interval over the evaluated
+    images, or None on the whole set the published number was computed on, where there is no
+    sampling uncertainty to add and the interval is the value itself."""
+    lo, hi = ci if ci is not None else (value, value)
+    d_lo, d_hi = lo - published, hi - published
+    return {"value": value, "ci_low": lo, "ci_high": hi, "published": published, "difference": value - published,
+            "interval_low": d_lo, "interval_high": d_hi, "tolerance": tolerance, "margin": margin,
+            "verdict": interval_verdict(d_lo, d_hi, tolerance=tolerance, margin=margin),
             "published_inside_ci": lo <= published <= hi}
 
 
@@ -50,11 +68,17 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
               "evaluated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoint_md5": hashlib.md5(Path(checkpoint).read_bytes()).hexdigest(), "source": source,
               "command": shlex.join(["reprozoo", *sys.argv[1:]]) if sys.argv[0].endswith("reprozoo") else None,
-              **counts, **binomial_verdict(counts["correct"], counts["total"], published, tolerance=tolerance, margin=margin)}
+              **counts}
+    if "correct" in counts:
+        result.update(binomial_verdict(counts["correct"], counts["total"], published, tolerance=tolerance, margin=margin))
+    else:
+        boot = counts.get("bootstrap")
+        result.update(metric_verdict(counts["value"], published, ci=(boot["ci_low"], boot["ci_high"]) if boot else None,
+                                     tolerance=tolerance, margin=margin))
     name = name or f"{recipe.name}--{Path(checkpoint).stem}"
     out = paths.reports_dir() / "checks"
     write_json(out / f"{name}.json", result)
-    atomic_write_text(out / f"{name}.md", markdown(result))
+    atomic_write_text(out / f"{name}.md", markdown(result) if "correct" in result else metric_markdown(result))
     from .reports import write_index
 
     write_index()
@@ -78,3 +102,22 @@ def markdown(r: dict) -> str:
         f"the sampling uncertainty of evaluating {r['total']} images. `reproduced`: the whole interval lies within "
         f"±(tolerance {r['tolerance']:g} + margin {r['margin']:g}) points of the published value; `below`/`above`: "
         "entirely beyond ±tolerance; otherwise `inconclusive`.", ""])
+
+
+def metric_markdown(r: dict) -> str:
+    boot = r.get("bootstrap")
+    how = (f"percentile bootstrap over the {r['total']} evaluated images ({boot['replicates']} resamples): the sampling "
+           "uncertainty of a subset" if boot else
+           f"none added: all {r['total']} images of the {r['split']} split were evaluated, the set the published number comes from")
+    extra = ", ".join(f"{k} {v:.2f}" for k, v in r.get("metrics", {}).items())
+    return "\n".join([
+        f"# Published checkpoint `{r['checkpoint']}` through recipe `{r['recipe']}`", "",
+        f"Command: `{r['command'] or 'reprozoo eval ' + r['recipe'] + ' --checkpoint ' + r['checkpoint']}`; "
+        f"checkpoint md5 `{r['checkpoint_md5']}`. Published: {r['source']}.", "",
+        f"| evaluated images | {r['metric']} | 95% interval | published | ours − published [95% interval] | verdict |",
+        "|---:|---:|---:|---:|---:|---|",
+        f"| {r['total']} ({r['split']} split) | {r['value']:.2f} | [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {r['published']:.2f} | "
+        f"{r['difference']:+.2f} [{r['interval_low']:+.2f}, {r['interval_high']:+.2f}] | **{r['verdict']}** |", "",
+        f"All metrics: {extra}." if extra else "", "",
+        f"Interval: {how}. `reproduced`: the whole interval lies within ±(tolerance {r['tolerance']:g} + margin "
+        f"{r['margin']:g}) of the published value; `below`/`above`: entirely beyond ±tolerance; otherwise `inconclusive`.", ""])

@@ -134,7 +134,8 @@ def cmd_eval(args) -> int:
         raise ConfigError(args.checkpoint, None, "no such checkpoint file")
     r = check_checkpoint(load_recipe(args.recipe), Path(args.checkpoint), published=args.published, source=args.source,
                          tolerance=args.tolerance, margin=args.margin, name=args.name)
-    print(f"{r['checkpoint']} through {r['recipe']}: top-1 {r['accuracy']:.2f} on {r['total']} images, 95% CI "
+    name, value = ("top-1", r["accuracy"]) if "accuracy" in r else (r["metric"], r["value"])
+    print(f"{r['checkpoint']} through {r['recipe']}: {name} {value:.2f} on {r['total']} images, 95% interval "
           f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]; published {r['published']:.2f} -> {r['verdict']}")
     return 0
 
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("eval", help="evaluate a published checkpoint through a recipe's test pipeline, with a verdict")
     s.add_argument("recipe")
     s.add_argument("--checkpoint", required=True, help="checkpoint file (state dict, {'state_dict': ...} or MMEngine)")
-    s.add_argument("--published", type=float, required=True, help="the checkpoint's published top-1 accuracy, in percent")
+    s.add_argument("--published", type=float, required=True, help="the checkpoint's published number in percent: top-1 accuracy (classification), box AP (detection)")
     s.add_argument("--source", required=True, help="where the published number comes from")
     s.add_argument("--tolerance", type=float, default=0.005, help="rounding of the published number (default 0.005: two decimals)")
     s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")

@@ -200,8 +200,9 @@ def write_index():
     for j in sorted((out / "checks").glob("*.json")):
         r = read_json(j)
         if "checkpoint" in r and (out / "checks" / f"{j.stem}.md").exists():
+            name, value = ("top-1", r["accuracy"]) if "accuracy" in r else (r["metric"], r["value"])
             entries.append((r.get("evaluated_utc", ""), "checkpoint", f"[`{r['checkpoint']}` through `{r['recipe']}`](checks/{j.stem}.md) — "
-                            f"top-1 {r['accuracy']:.2f} on {r['total']} images vs published {r['published']:.2f}: {r['verdict']}"))
+                            f"{name} {value:.2f} on {r['total']} images vs published {r['published']:.2f}: {r['verdict']}"))
     entries.sort(key=lambda e: e[0], reverse=True)
     lines = ["# Reports", "", "Every baseline verdict table, ablation and published-checkpoint check, newest runs first. "
              "Written by `reprozoo report`, `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages) and "

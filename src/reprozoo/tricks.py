@@ -14,8 +14,8 @@ from .registry import Registry
 TRICKS = Registry("trick")
 VISION = ("classification",)
 BOTH = ("classification", "text")
-IMAGES = ("classification", "segmentation")
-ALL = ("classification", "segmentation", "text")
+IMAGES = ("classification", "detection", "segmentation")
+ALL = ("classification", "detection", "segmentation", "text")
 
 
 def _trick(name: str, source: str, families=VISION):
@@ -90,6 +90,16 @@ def hflip_tta():
 @_trick("dice_loss", "Milletari et al., V-Net, 3DV 2016 (Dice loss); mmsegmentation configs/unet *ce-1.0-dice-3.0* (weights)", ("segmentation",))
 def dice_loss(weight: float = 3.0):
     """Add a Dice loss with weight `weight` to the decode head's cross-entropy (weight 1)."""
+
+
+@_trick("giou_loss", "Rezatofighi et al., Generalized Intersection over Union, CVPR 2019; mmdetection configs/faster_rcnn/faster-rcnn_r50_fpn_giou_1x_coco.py (weight)", ("detection",))
+def giou_loss(weight: float = 10.0):
+    """Regress decoded boxes with the GIoU loss (weight `weight`) instead of the L1/smooth-L1 loss on deltas."""
+
+
+@_trick("multiscale_train", "mmdetection configs/faster_rcnn/faster-rcnn_r50-caffe_fpn_ms-1x_coco.py (short edges 640..800 by 32)", ("detection",))
+def multiscale_train(min_scale: float = 0.8, steps: int = 6):
+    """Resize each training image to a short edge drawn from `steps` evenly spaced values in [min_scale, 1] x the config's."""
 
 
 @_trick("trivialaugment", "Mueller & Hutter, TrivialAugment, ICCV 2021 (torchvision TrivialAugmentWide)")

@@ -20,6 +20,7 @@ import importlib
 
 FAMILY_MODULES = {
     "classification": "reprozoo.families.classification",
+    "detection": "reprozoo.families.detection",
     "segmentation": "reprozoo.families.segmentation",
     "text": "reprozoo.families.text",
 }

@@ -10,17 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...schema import Component, Field, Section, positive
+from ..openmmlab import config_ref_check
 from .retina import DATASETS
 
 CORE_FILES = ("__init__.py", "engine.py", "metrics.py", "tricks.py")
 
 
-def _config_ref(v):
-    return None if v.startswith("mmseg::") or v.endswith(".py") else f"expected 'mmseg::<dir>/<config>.py' or a path to a .py config, got {v!r}"
-
-
 SCHEMA = {
-    "config": Field(str, check=_config_ref, doc="MMSegmentation config: 'mmseg::unet/<name>.py' (the installed model zoo) or a path"),
+    "config": Field(str, check=config_ref_check("mmseg"), doc="MMSegmentation config: 'mmseg::unet/<name>.py' (the installed model zoo) or a path"),
     "overrides": Field(dict, default={}, doc="dotted config keys and their new values (model.backbone.base_channels: 32); each key must exist"),
     "dataset": Component(DATASETS, doc="dataset, converted by MMSegmentation's own converter into datasets/<name>/"),
     "schedule": Section({
@@ -50,7 +47,7 @@ class SegmentationFamily:
         return [Path(__file__).with_name("retina.py")]
 
     def train_code(self, config: dict) -> list[Path]:
-        files = [Path(__file__).parent / f for f in CORE_FILES]
+        files = [Path(__file__).parent / f for f in CORE_FILES] + [Path(__file__).parent.with_name("openmmlab.py")]
         if not config["config"].startswith("mmseg::"):
             files.append(Path(config["config"]))
         return files
@@ -61,7 +58,8 @@ class SegmentationFamily:
     def check(self, config: dict, file) -> None:
         """The config must load, every override key must exist in it, and the tricks must change something."""
         from ...errors import ConfigError
-        from .engine import check_dataset, check_overrides, load_config
+        from ..openmmlab import check_overrides, load_config
+        from .engine import check_dataset
         from .tricks import check
 
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import ConfigError
+from ..openmmlab import inner_dataset
 
 
 def _losses(cfg) -> list:
@@ -61,7 +62,7 @@ def patch_test(runner, cfg, tricks: list[dict]) -> None:
     from mmseg.models import SegTTAModel
 
     loader = copy.deepcopy(cfg.test_dataloader)
-    inner = loader["dataset"].get("dataset", loader["dataset"])
+    inner = inner_dataset(loader["dataset"])
     inner["pipeline"] = flip_tta_pipeline(inner["pipeline"])
     runner._test_dataloader = loader  # still a config: the test loop is built on first use
     runner.model = SegTTAModel(module=runner.model)
