@@ -141,12 +141,11 @@ overrides:
   model.roi_head.bbox_head.in_channels: 32
   model.roi_head.bbox_head.fc_out_channels: 64
   model.test_cfg.rcnn.score_thr: 0.0  # an untrained detector's boxes still reach the evaluation
-  train_dataloader.dataset.pipeline.2.scale: [{s}, {s}]
+{extra}  train_dataloader.dataset.pipeline.2.scale: [{s}, {s}]
   val_dataloader.dataset.pipeline.1.scale: [{s}, {s}]
   test_dataloader.dataset.pipeline.1.scale: [{s}, {s}]
 schedule: {{epochs: {epochs}, batch_size: 2, num_workers: 1}}
 log_interval: 1
-{extra}
 """
 
 
@@ -270,7 +269,7 @@ def test_tricks_patch_the_config_as_the_zoo_writes_them(project):
     assert [[t["type"] for t in step] for step in tta[1]["transforms"]] == [["Resize"], ["RandomFlip", "RandomFlip"], ["LoadAnnotations"], ["PackDetInputs"]]
     assert tta[1]["transforms"][-1][0]["meta_keys"][-2:] == ("flip", "flip_direction")
 
-    write(project / "recipes/detection/giou_twice.yaml", "extends: faster_rcnn_r50_fpn_giou_1x_coco\ntricks: [giou_loss]\n"
+    write(project / "recipes/detection/giou_twice.yaml", "extends: faster_rcnn_r50_fpn_1x_coco\ntricks: [giou_loss]\n"
           "config: mmdet::faster_rcnn/faster-rcnn_r50_fpn_giou_1x_coco.py\n")
     with pytest.raises(ConfigError, match=r"giou_twice.yaml.*tricks\[0\].*already regresses boxes with GIoULoss"):
         load_recipe("giou_twice")
@@ -348,3 +347,23 @@ def test_bad_recipes_name_the_file_and_key(project, body, key, message):
     with pytest.raises(ConfigError) as e:
         load_recipe("bad")
     assert "bad.yaml" in str(e.value) and key in str(e.value) and message in str(e.value)
+
+
+def test_sanity_checks_pass_on_a_healthy_recipe_and_catch_broken_ones(project, data_root):
+    from reprozoo.checks import check, guarded
+    from reprozoo.families.detection.checks import input_audit
+
+    make_coco(data_root)
+    recipe = tiny(project)
+    results, written = check(recipe, 0)
+    by_name = {c.name: c for c in results}
+    assert set(by_name) == {"input audit", "overfit one batch", "trivial solution", "mode audit", "determinism", "throughput", "look at the data"}
+    assert all(c.ok for c in results), [(c.name, c.summary) for c in results if not c.ok]
+    report = written[0].read_text()
+    assert (project / "reports/checks/tiny_frcnn-samples.png").exists() and "small (< 32^2)" in report and "person" in report
+
+    # un-normalised inputs (mean 0, std 1) and a box head with fewer classes than the labels
+    broken = tiny(project, "broken_frcnn", extra="  model.data_preprocessor.mean: [0, 0, 0]\n  model.data_preprocessor.std: [1, 1, 1]\n"
+                                                 "  model.roi_head.bbox_head.num_classes: 1\n")
+    audit = guarded("input audit", input_audit, broken, 0, project / "scratch")
+    assert not audit.ok and "not normalised" in audit.summary and "outside the head's classes 0..0" in audit.summary

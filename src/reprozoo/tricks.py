@@ -84,7 +84,8 @@ def longer_schedule(factor: float = 2.0):
 
 @_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1", IMAGES)
 def hflip_tta():
-    """Test-time augmentation: average the softmax of the input and of its flip along the last axis."""
+    """Test-time augmentation over the input and its flip along the last axis: softmax averaged (classification,
+    segmentation), boxes merged by NMS (detection)."""
 
 
 @_trick("dice_loss", "Milletari et al., V-Net, 3DV 2016 (Dice loss); mmsegmentation configs/unet *ce-1.0-dice-3.0* (weights)", ("segmentation",))

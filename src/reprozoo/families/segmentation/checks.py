@@ -1,37 +1,19 @@
 """Sanity checks for a segmentation recipe, on its MMSegmentation pipeline and model (see `reprozoo.checks`)."""
 from __future__ import annotations
 
-import copy
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...checks import Check, run_in_scratch
-from ...runs import RunContext
+from ..openmmlab_checks import batch, channel_problems, determinism, drop_dropout, setup, throughput
 from .engine import build_runner
 
 
 def _setup(recipe, seed: int, work: Path):
-    """The recipe's Runner (model initialised from `seed`, tricks applied) and its training loader, built in
-    this process (no workers) from the same pipeline a run uses."""
-    from mmengine.runner import Runner
-
-    ctx = RunContext(recipe, seed, work / f"seed{seed}-{time.monotonic_ns()}", work / "dvclive", threads=1, progress=False)
-    runner, cfg = build_runner(recipe, seed, ctx)
-    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)  # built by runner.train() otherwise
-    loader_cfg = copy.deepcopy(cfg.train_dataloader)
-    loader_cfg.update(num_workers=0, persistent_workers=False)
-    return runner, Runner.build_dataloader(loader_cfg, seed=seed)
-
-
-def _batch(runner, loader, n: int | None = None):
-    """One training batch as the network receives it: augmented, then normalised and padded by the data preprocessor."""
-    data = next(iter(loader))
-    if n is not None:
-        data = {k: v[:n] for k, v in data.items()}
-    return runner.model.data_preprocessor(data, training=True)
+    return setup(build_runner, recipe, seed, work)
 
 
 def _labels(samples) -> torch.Tensor:
@@ -59,17 +41,9 @@ def _dice(model, inputs, labels, train_mode: bool = False) -> float:
 
 def input_audit(recipe, seed, work) -> Check:
     runner, loader = _setup(recipe, seed, work)
-    b = _batch(runner, loader)
+    b = batch(runner, loader)
     x, y, n_cls = b["inputs"].float(), _labels(b["data_samples"]), _num_classes(runner.model)
-    problems = []
-    if not torch.isfinite(x).all():
-        problems.append(f"{int((~torch.isfinite(x)).sum())} NaN/Inf values in the inputs")
-    chans = x.transpose(0, 1).reshape(x.shape[1], -1)
-    mean, std, lo, hi = chans.mean(1), chans.std(1), chans.min(1).values, chans.max(1).values
-    if float(hi.max()) > 20 or float(lo.min()) < -20:
-        problems.append(f"inputs range [{float(lo.min()):.1f}, {float(hi.max()):.1f}]: not normalised (check data_preprocessor mean/std)")
-    if (std == 0).any():
-        problems.append(f"constant channel(s) {(std == 0).nonzero().flatten().tolist()}")
+    problems, channels = channel_problems(x)
     values = sorted(set(torch.unique(y).tolist()))
     bad = [v for v in values if not (0 <= v < n_cls or v == 255)]
     if bad:
@@ -79,9 +53,7 @@ def input_audit(recipe, seed, work) -> Check:
     if fg == 0:
         problems.append("no foreground pixel in the batch: masks empty, or stored as 0/255 so that 255 is ignored")
     rows = [f"inputs {tuple(b['inputs'].shape)} {b['inputs'].dtype}; labels {tuple(y.shape)}, values {values}; "
-            f"foreground {fg:.1f}% of the labelled pixels, ignored (255) {100 * float((y == 255).float().mean()):.1f}%"] + [
-        f"channel {i}: mean {float(mean[i]):.3f}, std {float(std[i]):.3f}, min {float(lo[i]):.3f}, max {float(hi[i]):.3f}"
-        for i in range(len(mean))]
+            f"foreground {fg:.1f}% of the labelled pixels, ignored (255) {100 * float((y == 255).float().mean()):.1f}%"] + channels
     return Check("input audit", not problems, "; ".join(problems) or "normalised, finite, labels are class ids, foreground present", rows)
 
 
@@ -94,7 +66,7 @@ def look_at_data(recipe, seed, work, out_png: Path, k: int = 8) -> Check:
     from PIL import Image
 
     runner, loader = _setup(recipe, seed, work)
-    b = _batch(runner, loader, k)
+    b = batch(runner, loader, k)
     pre = runner.model.data_preprocessor
     imgs = (b["inputs"].float() * pre.std + pre.mean).clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # RGB after bgr_to_rgb
     y = _labels(b["data_samples"]).numpy()
@@ -128,19 +100,13 @@ def look_at_data(recipe, seed, work, out_png: Path, k: int = 8) -> Check:
                  rows, [out_png.name])
 
 
-def _drop_dropout(model) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout2d | torch.nn.Dropout):
-            m.p = 0.0
-
-
 def overfit_batch(recipe, seed, work, samples: int = 4, steps: int = 150, lr: float = 3e-3) -> Check:
     """A few fixed crops, dropout off, Adam: the loss must fall near zero and the crops' Dice reach the top."""
     runner, loader = _setup(recipe, seed, work)
     model = runner.model
-    b = _batch(runner, loader, samples)
+    b = batch(runner, loader, samples)
     x, samples_, y = b["inputs"], b["data_samples"], _labels(b["data_samples"])
-    _drop_dropout(model)
+    drop_dropout(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     losses = []
@@ -162,7 +128,7 @@ def trivial_solution(recipe, seed, work, steps: int = 60, lr: float = 3e-3) -> C
     """Inputs that are the mask itself (every channel +-1) must be segmented almost at once."""
     runner, loader = _setup(recipe, seed, work)
     model = runner.model
-    b = _batch(runner, loader)
+    b = batch(runner, loader)
     y = _labels(b["data_samples"])
     x = ((y == _num_classes(model) - 1).float() * 2 - 1)[:, None].expand_as(b["inputs"]).contiguous()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -180,7 +146,7 @@ def trivial_solution(recipe, seed, work, steps: int = 60, lr: float = 3e-3) -> C
 
 def mode_audit(recipe, seed, work) -> Check:
     runner, loader = _setup(recipe, seed, work)
-    model, x = runner.model, _batch(runner, loader)["inputs"]
+    model, x = runner.model, batch(runner, loader)["inputs"]
     meta = [dict(img_shape=x.shape[-2:], pad_shape=x.shape[-2:])] * len(x)
     with torch.no_grad():
         model.eval()
@@ -194,43 +160,7 @@ def mode_audit(recipe, seed, work) -> Check:
                  "train and eval give identical outputs: are dropout and BatchNorm ever switched?", [])
 
 
-def determinism(recipe, seed, work, steps: int = 3) -> Check:
-    def losses(s):
-        runner, loader = _setup(recipe, s, work)
-        out, it = [], iter(loader)
-        for _ in range(steps):
-            log = runner.model.train_step(next(it), runner.optim_wrapper)
-            out.append(float(log["loss"].detach()))
-        return out
-
-    a, b, c = losses(seed), losses(seed), losses(seed + 1)
-    ok = a == b and a != c
-    return Check("determinism", ok, "same seed, same losses; another seed, other losses" if ok else
-                 "the same seed gave different losses" if a != b else "another seed gave the same losses: is the seed used?",
-                 [f"seed {seed}: {[round(v, 5) for v in a]}", f"seed {seed + 1}: {[round(v, 5) for v in c]}"])
-
-
-def throughput(recipe, seed, work, steps: int = 4) -> Check:
-    """Images/s of the loader alone (this process) and of full training steps, and the loader's share."""
-    runner, loader = _setup(recipe, seed, work)
-    it = iter(loader)
-    t0 = time.perf_counter()
-    batches = [next(it) for _ in range(steps)]
-    t_data = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for data in batches:
-        runner.model.train_step(data, runner.optim_wrapper)
-    t_step = time.perf_counter() - t0
-    n = sum(len(d["inputs"]) for d in batches)
-    workers = runner.cfg.train_dataloader.num_workers
-    share = t_data / (t_data + t_step)
-    ok = share / max(1, workers) < 0.5
-    return Check("throughput", ok, f"loader {n / t_data:.1f} images/s in one process, training steps {n / t_step:.1f} images/s; "
-                 f"one loader process would be {100 * share:.0f}% of the time, the recipe runs {workers}"
-                 + ("" if ok else ": input-bound, raise schedule.num_workers"), [])
-
-
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
-              ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
+              ("mode audit", mode_audit), ("determinism", partial(determinism, build_runner)), ("throughput", partial(throughput, build_runner))]
     return run_in_scratch(checks, look_at_data, recipe, seed, out_png)
