@@ -183,6 +183,8 @@ def test_reduced_faster_rcnn_trains_evaluates_and_records(project, data_root):
     assert steps == [4, 8]  # validation after each epoch of 4 iterations, logged at the iteration
     losses = (d / "dvclive/plots/metrics/loss_rpn_cls.tsv").read_text().splitlines()[1:]
     assert len(losses) == 8
+    norms = [r.split("\t") for r in (d / "dvclive/plots/metrics/grad_norm.tsv").read_text().splitlines()[1:]]
+    assert [int(s) for s, _ in norms] == list(range(1, 9)) and all(0 < float(v) < float("inf") for _, v in norms)  # every step
 
 
 def test_same_seed_is_bitwise_resume_matches_and_checkpoint_eval_gives_a_verdict(project, data_root, monkeypatch):
@@ -367,3 +369,51 @@ def test_sanity_checks_pass_on_a_healthy_recipe_and_catch_broken_ones(project, d
                                                  "  model.roi_head.bbox_head.num_classes: 1\n")
     audit = guarded("input audit", input_audit, broken, 0, project / "scratch")
     assert not audit.ok and "not normalised" in audit.summary and "outside the head's classes 0..0" in audit.summary
+
+
+class _NanGrad(__import__("torch").autograd.Function):
+    """Identity forward, NaN gradients backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_non_finite_step_stops_the_run_naming_the_step_and_pass_and_keeps_the_weights(project, data_root, monkeypatch, where):
+    import torch
+    from mmdet.models.losses import L1Loss
+
+    from reprozoo import paths
+    from reprozoo.families.openmmlab import NonFiniteStep
+    from reprozoo.runs import execute
+
+    make_coco(data_root)
+    recipe = tiny(project)
+    from mmengine.logging import MessageHub
+
+    forward = L1Loss.forward
+
+    def broken(self, *a, **k):  # the L1 box losses (RPN and RoI head) go bad at training step 3
+        out = forward(self, *a, **k)
+        if MessageHub.get_current_instance().get_info("iter") == 2:
+            return out * float("nan") if where == "forward" else _NanGrad.apply(out)
+        return out
+
+    monkeypatch.setattr(L1Loss, "forward", broken)
+    with pytest.raises(NonFiniteStep) as e:
+        execute(recipe, 0, progress=False)
+    msg = str(e.value)
+    assert f"the {where} pass gave" in msg and "non-finite" in msg and "at step 3" in msg
+    if where == "forward":
+        assert "loss_bbox nan" in msg and "loss_rpn_cls" in msg  # the terms, the bad one among them
+    else:
+        assert "gradients in" in msg
+    saved = next(paths.work_dir().glob("tiny_frcnn/seed0-*/last_good.pth"))
+    state = torch.load(saved, map_location="cpu", weights_only=True)
+    assert state["meta"]["iter"] == 2 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert not (project / "runs/tiny_frcnn/seed0").exists()

@@ -5,10 +5,73 @@ learning-rate scaling, and the runtime settings every run gets (checkpoints, DVC
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from pathlib import Path
 
-from ..errors import ConfigError
+import torch
+from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapper
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS
+
+from ..errors import ConfigError, ReprozooError
+
+
+class NonFiniteStep(ReprozooError):
+    """A training step whose loss or gradients are NaN/Inf; it was not applied."""
+
+
+@OPTIM_WRAPPERS.register_module()
+class GuardedOptimWrapper(OptimWrapper):
+    """OptimWrapper that measures the global gradient norm of every step and refuses a step whose loss
+    (forward pass) or gradients (backward pass) are not finite, before the optimizer touches the weights.
+
+    The norm is computed by `clip_grad_norm_(max_norm=inf)`, which scales the gradients by exactly 1."""
+
+    last_terms: dict | None = None  # the loss terms of the current step, set by GradientHealthHook
+    last_grad_norm: float | None = None
+
+    def _where(self) -> str:
+        terms = ", ".join(f"{k} {float(v):.4g}" for k, v in (self.last_terms or {}).items())
+        return f"step {self.message_hub.get_info('iter', 0) + 1}" + (f" (loss terms: {terms})" if terms else "")
+
+    def update_params(self, loss, step_kwargs=None, zero_kwargs=None) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteStep(f"the forward pass gave a non-finite loss at {self._where()}")
+        super().update_params(loss, step_kwargs, zero_kwargs)
+
+    def step(self, **kwargs) -> None:
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf)) if params else 0.0
+        self.last_grad_norm = norm
+        if not math.isfinite(norm):
+            bad = sum(not torch.isfinite(p.grad).all() for p in params)
+            raise NonFiniteStep(f"the backward pass gave non-finite gradients in {bad} of {len(params)} tensors at {self._where()}")
+        super().step(**kwargs)
+
+
+@HOOKS.register_module()
+class GradientHealthHook(Hook):
+    """Logs the gradient norm of every step to the run's curves (`grad_norm`) and hands the step's loss
+    terms to GuardedOptimWrapper, so that a refused step names them."""
+
+    priority = "LOW"
+
+    def before_train(self, runner) -> None:
+        model = getattr(runner.model, "module", runner.model)
+        wrapper, parse = runner.optim_wrapper, model.parse_losses
+
+        def parse_losses(losses):
+            loss, log_vars = parse(losses)
+            wrapper.last_terms = log_vars
+            return loss, log_vars
+
+        model.parse_losses = parse_losses
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        norm = getattr(runner.optim_wrapper, "last_grad_norm", None)
+        if norm is not None:
+            runner.visualizer.add_scalar("grad_norm", norm, step=runner.iter + 1)
 
 
 def config_ref_check(scope: str):
@@ -92,14 +155,15 @@ def scale_batch(cfg, schedule: dict) -> dict:
 def runtime(cfg, recipe, seed, ctx, *, hooks: list, visualizer: str, by_epoch: bool, checkpoint_interval: int,
             resume_hook: str = "ResumeStateHook") -> None:
     """The settings every run gets: resumable checkpoints in the run's work dir, curves through the run's
-    DVCLive backend, a progress bar, the seed, and MMEngine's own logging kept quiet."""
-    import torch
-
+    DVCLive backend, a progress bar, the gradient-health guard, the seed, and MMEngine's own logging kept quiet."""
     cuda = torch.cuda.is_available()
+    guard = cfg.optim_wrapper.get("type", "OptimWrapper") == "OptimWrapper"  # AMP's loss scaler skips inf steps itself
+    if guard:
+        cfg.optim_wrapper.type = "GuardedOptimWrapper"
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=by_epoch, interval=checkpoint_interval,
                                         max_keep_ckpts=1, save_last=True)
     cfg.default_hooks.pop("visualization", None)  # draws nothing unless asked; the curves go through DVCLive
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), *hooks, dict(type=resume_hook),
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), *hooks, dict(type=resume_hook), *([dict(type="GradientHealthHook")] if guard else []),
                         dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)]
     cfg.visualizer = dict(type=visualizer, vis_backends=[dict(type="RunDVCLiveBackend", save_dir=str(ctx.curves_dir),
                                                               init_kwargs=dict(resume=bool(ctx.resumed_from)))])
@@ -120,3 +184,20 @@ def stop_workers(runner) -> None:
                    getattr(getattr(loop, "dataloader_iterator", None), "_iterator", None)):
             if hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()
+
+
+def train_and_test(runner, cfg, tricks: list, patch_test, keys) -> dict:
+    """Train, then test with the test-time tricks; a refused step saves the weights it did not touch."""
+    try:
+        try:
+            runner.train()
+        except NonFiniteStep as e:
+            runner.save_checkpoint(runner.work_dir, "last_good.pth")
+            raise NonFiniteStep(f"{e}. Training stopped; the weights before this step are in "
+                                f"{Path(runner.work_dir) / 'last_good.pth'} (the last periodic checkpoint is kept too)") from None
+        patch_test(runner, cfg, tricks)
+        metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
+    finally:
+        stop_workers(runner)
+        runner.visualizer.close()
+    return {"test": {k: float(metrics[k]) for k in keys if k in metrics}}

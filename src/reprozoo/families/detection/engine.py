@@ -16,7 +16,7 @@ from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import ResumeStateHook, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
-from ..openmmlab import check_overrides, inner_dataset, load_config, runtime, scale_batch, stop_workers
+from ..openmmlab import check_overrides, inner_dataset, load_config, runtime, scale_batch, stop_workers, train_and_test
 from . import tricks
 from .data import DATASETS
 from .metrics import KEYS
@@ -209,14 +209,7 @@ def build_runner(recipe, seed, ctx, *, download: bool = True, evaluating: bool =
 
 def train(recipe, seed, ctx) -> dict:
     runner, cfg = build_runner(recipe, seed, ctx)
-    try:
-        runner.train()
-        tricks.patch_test(runner, cfg, recipe.config["tricks"])
-        metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
-    finally:
-        stop_workers(runner)
-        runner.visualizer.close()
-    return {"test": {k: float(metrics[k]) for k in KEYS if k in metrics}}
+    return train_and_test(runner, cfg, recipe.config["tricks"], tricks.patch_test, KEYS)
 
 
 def evaluate(recipe, checkpoint, *, replicates: int = 200) -> dict:
