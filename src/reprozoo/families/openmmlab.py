@@ -4,6 +4,7 @@ learning-rate scaling, and the runtime settings every run gets (checkpoints, DVC
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import uuid
@@ -170,6 +171,24 @@ def runtime(cfg, recipe, seed, ctx, *, hooks: list, visualizer: str, by_epoch: b
     cfg.update(work_dir=str(ctx.work_dir), experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
                randomness=dict(seed=seed, deterministic=not cuda), resume=True, load_from=None, log_level=logging.WARNING)
     cfg.log_processor = dict(by_epoch=False)
+
+
+def build(cfg, params: dict):
+    """The Runner of `cfg`, with the run's parameters (published and effective values) logged to DVCLive."""
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    runner.visualizer.get_backend("RunDVCLiveBackend").experiment.log_params(params)
+    return runner
+
+
+def test_time_augmentation(runner, cfg, pipeline, wrap) -> None:
+    """Test through a TTA model: the test pipeline becomes `pipeline(old)`, the model `wrap(model)`."""
+    loader = copy.deepcopy(cfg.test_dataloader)
+    inner = inner_dataset(loader["dataset"])
+    inner["pipeline"] = pipeline(inner["pipeline"])
+    runner._test_dataloader = loader  # still a config: the test loop is built on first use
+    runner.model = wrap(runner.model)
 
 
 def stop_workers(runner) -> None:

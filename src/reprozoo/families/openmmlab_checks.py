@@ -40,6 +40,26 @@ def drop_dropout(model) -> None:
             m.p = 0.0
 
 
+def loss(model, inputs, samples):
+    """The model's total training loss on a preprocessed batch."""
+    total, _ = model.parse_losses(model.loss(inputs, samples))
+    return total
+
+
+def fit(model, inputs, samples, steps: int, lr: float) -> list[float]:
+    """`steps` Adam steps in train mode on one batch; the loss before each."""
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        model.train()
+        value = loss(model, inputs, samples)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(float(value.detach()))
+    return losses
+
+
 def channel_problems(x: torch.Tensor) -> tuple[list[str], list[str]]:
     """Problems of a normalised NCHW batch (NaN/Inf, 0-255 range, constant channels) and a row per channel."""
     x = x.float()

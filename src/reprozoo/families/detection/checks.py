@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...checks import Check, run_in_scratch
-from ..openmmlab_checks import batch, channel_problems, determinism, drop_dropout, setup, throughput
+from ..openmmlab_checks import batch, channel_problems, determinism, drop_dropout, fit, setup, throughput
 from .engine import build_runner
 from .tricks import box_head
 
@@ -23,11 +23,6 @@ def _setup(recipe, seed: int, work: Path):
 
 def _classes(loader) -> tuple:
     return tuple(loader.dataset.metainfo["classes"])
-
-
-def _loss(model, inputs, samples):
-    loss, _ = model.parse_losses(model.loss(inputs, samples))
-    return loss
 
 
 def _recall(model, inputs, samples, iou: float = 0.5, score: float = 0.3) -> float:
@@ -118,19 +113,6 @@ def look_at_data(recipe, seed, work, out_png: Path, k: int = 6) -> Check:
     return Check("look at the data", ok, summary, rows, [out_png.name])
 
 
-def _fit(model, x, samples, steps: int, lr: float) -> list[float]:
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    losses = []
-    for _ in range(steps):
-        model.train()
-        loss = _loss(model, x, samples)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
-
-
 def overfit_batch(recipe, seed, work, samples: int = 2, steps: int = 100, lr: float = 3e-4) -> Check:
     """Two fixed images, no dropout, Adam: the loss must fall to a quarter of its start and most boxes be found
     (RPN and RoI sampling stay random, so a detector rarely fits every box of a batch exactly)."""
@@ -140,7 +122,7 @@ def overfit_batch(recipe, seed, work, samples: int = 2, steps: int = 100, lr: fl
     x, samples_ = b["inputs"], b["data_samples"]
     drop_dropout(model)
     frozen = sum(not p.requires_grad for p in model.parameters())
-    losses = _fit(model, x, samples_, steps, lr)
+    losses = fit(model, x, samples_, steps, lr)
     model.eval()
     recall = _recall(model, x, samples_)
     ok = losses[-1] < 0.25 * losses[0] and recall >= 75
@@ -161,7 +143,7 @@ def trivial_solution(recipe, seed, work, steps: int = 80, lr: float = 3e-4) -> C
         gt = s.gt_instances
         for box, label in zip((gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes).round().int().tolist(), gt.labels.tolist()):
             x[i, :, box[1]:box[3], box[0]:box[2]] = 1 + label / max(1, n_cls - 1)
-    _fit(model, x, samples, steps, lr)
+    fit(model, x, samples, steps, lr)
     model.eval()
     recall = _recall(model, x, samples)
     ok = recall >= 80

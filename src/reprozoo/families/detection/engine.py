@@ -16,7 +16,7 @@ from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import ResumeStateHook, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
-from ..openmmlab import check_overrides, inner_dataset, load_config, runtime, scale_batch, stop_workers, train_and_test
+from ..openmmlab import build, check_overrides, inner_dataset, load_config, runtime, scale_batch, stop_workers, train_and_test
 from . import tricks
 from .data import DATASETS
 from .metrics import KEYS
@@ -199,12 +199,8 @@ def runner_config(recipe, seed, ctx, *, download: bool = True, evaluating: bool 
 
 
 def build_runner(recipe, seed, ctx, *, download: bool = True, evaluating: bool = False):
-    from mmengine.runner import Runner
-
     cfg, params = runner_config(recipe, seed, ctx, download=download, evaluating=evaluating)
-    runner = Runner.from_cfg(cfg)
-    runner.visualizer.get_backend("RunDVCLiveBackend").experiment.log_params(params)
-    return runner, cfg
+    return build(cfg, params), cfg
 
 
 def train(recipe, seed, ctx) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import ConfigError
-from ..openmmlab import inner_dataset
+from ..openmmlab import inner_dataset, test_time_augmentation
 
 
 def box_head(cfg):
@@ -84,11 +84,8 @@ def patch_test(runner, cfg, tricks: list[dict]) -> None:
         return
     from mmdet.models import DetTTAModel
 
-    loader = copy.deepcopy(cfg.test_dataloader)
-    inner = inner_dataset(loader["dataset"])
-    inner["pipeline"] = flip_tta_pipeline(inner["pipeline"])
-    runner._test_dataloader = loader  # still a config: the test loop is built on first use
-    runner.model = DetTTAModel(module=runner.model, tta_cfg=dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=100))
+    tta_cfg = dict(nms=dict(type="nms", iou_threshold=0.5), max_per_img=100)  # retinanet_tta.py's
+    test_time_augmentation(runner, cfg, flip_tta_pipeline, lambda model: DetTTAModel(module=model, tta_cfg=tta_cfg))
 
 
 def flip_tta_pipeline(test_pipeline: list) -> list:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...checks import Check, run_in_scratch
-from ..openmmlab_checks import batch, channel_problems, determinism, drop_dropout, setup, throughput
+from ..openmmlab_checks import batch, channel_problems, determinism, drop_dropout, fit, setup, throughput
 from .engine import build_runner
 
 
@@ -22,11 +22,6 @@ def _labels(samples) -> torch.Tensor:
 
 def _num_classes(model) -> int:
     return model.decode_head.num_classes
-
-
-def _loss(model, inputs, samples):
-    loss, _ = model.parse_losses(model.loss(inputs, samples))
-    return loss
 
 
 def _dice(model, inputs, labels, train_mode: bool = False) -> float:
@@ -107,16 +102,8 @@ def overfit_batch(recipe, seed, work, samples: int = 4, steps: int = 150, lr: fl
     b = batch(runner, loader, samples)
     x, samples_, y = b["inputs"], b["data_samples"], _labels(b["data_samples"])
     drop_dropout(model)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    losses = []
-    for _ in range(steps):
-        model.train()
-        loss = _loss(model, x, samples_)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fit(model, x, samples_, steps, lr)
     dice = _dice(model, x, y, train_mode=True)
     ok = losses[-1] < 0.1 and dice >= 90
     hint = "" if ok else ("; frozen: " + ", ".join(frozen[:5]) if frozen else ": check the masks (class ids), the loss and the learning rate")
@@ -131,13 +118,7 @@ def trivial_solution(recipe, seed, work, steps: int = 60, lr: float = 3e-3) -> C
     b = batch(runner, loader)
     y = _labels(b["data_samples"])
     x = ((y == _num_classes(model) - 1).float() * 2 - 1)[:, None].expand_as(b["inputs"]).contiguous()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        model.train()
-        loss = _loss(model, x, b["data_samples"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, x, b["data_samples"], steps, lr)
     dice = _dice(model, x, y)
     ok = dice >= 95
     return Check("trivial solution", ok, f"foreground Dice {dice:.1f} after {steps} steps on inputs that are the mask"

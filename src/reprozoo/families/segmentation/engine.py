@@ -9,7 +9,7 @@ from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
-from ..openmmlab import check_overrides, inner_dataset, load_config, runtime, scale_batch, train_and_test
+from ..openmmlab import build, check_overrides, inner_dataset, load_config, runtime, scale_batch, train_and_test
 from . import tricks
 from .retina import DATASETS
 
@@ -77,12 +77,8 @@ def runner_config(recipe, seed, ctx):
 
 
 def build_runner(recipe, seed, ctx):
-    from mmengine.runner import Runner
-
     cfg, params = runner_config(recipe, seed, ctx)
-    runner = Runner.from_cfg(cfg)
-    runner.visualizer.get_backend("RunDVCLiveBackend").experiment.log_params(params)
-    return runner, cfg
+    return build(cfg, params), cfg
 
 
 def train(recipe, seed, ctx) -> dict:

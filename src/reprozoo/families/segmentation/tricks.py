@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import ConfigError
-from ..openmmlab import inner_dataset
+from ..openmmlab import test_time_augmentation
 
 
 def _losses(cfg) -> list:
@@ -61,11 +61,7 @@ def patch_test(runner, cfg, tricks: list[dict]) -> None:
         return
     from mmseg.models import SegTTAModel
 
-    loader = copy.deepcopy(cfg.test_dataloader)
-    inner = inner_dataset(loader["dataset"])
-    inner["pipeline"] = flip_tta_pipeline(inner["pipeline"])
-    runner._test_dataloader = loader  # still a config: the test loop is built on first use
-    runner.model = SegTTAModel(module=runner.model)
+    test_time_augmentation(runner, cfg, flip_tta_pipeline, lambda model: SegTTAModel(module=model))
 
 
 def flip_tta_pipeline(test_pipeline: list) -> list:
