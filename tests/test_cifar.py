@@ -149,3 +149,11 @@ def test_cifar_recipe_errors(project, text, key, words):
     with pytest.raises(ConfigError) as e:
         load_recipe("bad")
     assert "bad.yaml" in str(e.value) and f"'{key}'" in str(e.value) and all(w in str(e.value) for w in words)
+
+
+def test_the_data_grid_names_cifar_classes(project, monkeypatch, tmp_path):
+    from reprozoo.families.classification.checks import look_at_data
+
+    _subset_store(tmp_path, monkeypatch)
+    c = look_at_data(load_recipe("cifar10_resnet20_subset"), 0, tmp_path / "work", tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").exists() and c.details[1].startswith("class counts: airplane ")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ...checks import Check, run_in_scratch
 from ...runs import RunContext
 from ...seeding import seed_everything
+from .datasets import DATASETS
 from .engine import Classifier, runner_config
 
 
@@ -216,6 +217,7 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
     batch = next(iter(loader))
     x, y = model.augment(batch["inputs"], batch["labels"])
     labels = y.argmax(-1) if y.ndim == 2 else y
+    names = getattr(DATASETS.get(recipe.config["dataset"]["name"]), "classes", None)  # else the label ids
     k = min(16, len(x))
     fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
     for i, ax in enumerate(axes.flat):
@@ -232,7 +234,7 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
             ax.plot(xi.flatten().numpy(), lw=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.set_title(str(int(labels[i])), fontsize=8)
+        ax.set_title(names[int(labels[i])] if names else str(int(labels[i])), fontsize=8)
     fig.suptitle(f"{recipe.name}: training inputs as the network receives them (augmented), with labels", fontsize=9)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,8 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
     ratio = counts.max() / max(counts.min(), 1)
     ok = ratio <= 10
     rows = [f"training set: {len(all_y)} samples, input shape {tuple(loader.dataset.x.shape[1:])}",
-            f"class counts: {counts.tolist()} (largest/smallest {ratio:.2f})"]
+            "class counts: " + (", ".join(f"{n} {c}" for n, c in zip(names, counts.tolist())) if names else str(counts.tolist()))
+            + f" (largest/smallest {ratio:.2f})"]
     return Check("look at the data", ok, f"grid of {k} augmented samples in {out_png.name}; "
                  + ("classes balanced within 10x" if ok else f"extreme class imbalance ({ratio:.0f}x)"), rows, [out_png.name])
 

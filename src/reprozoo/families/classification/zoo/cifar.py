@@ -29,6 +29,10 @@ NORMALIZE = {
 }
 
 
+# batches.meta's label_names, in label order
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
 class _CIFAR:
     modality = "image"
     splits = ("train", "test")
@@ -70,6 +74,7 @@ class CIFAR10(_CIFAR):
     """CIFAR-10: 50000 train / 10000 test 32x32 colour images, 10 classes."""
 
     num_classes = 10
+    classes = CIFAR10_CLASSES
     archive = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
     members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     label_key = "labels"
@@ -91,6 +96,7 @@ class CIFAR100(CIFAR10):
     """CIFAR-100: 50000 train / 10000 test 32x32 colour images, 100 fine classes."""
 
     num_classes = 100
+    classes = None  # shown as label ids
     archive = ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
     members = {"train": ["train"], "test": ["test"]}
     label_key = "fine_labels"
@@ -106,6 +112,7 @@ class CIFAR10Subset(_CIFAR):
     """5170 real CIFAR-10 train images and the first 1017 official test images (a local subset, no download)."""
 
     num_classes = 10
+    classes = CIFAR10_CLASSES
     archive = ("exact_subset.npz", "165f864fa46ade95e999ea1de22a6766", None)
 
     def prepare(self, out_dir: Path) -> None:
