@@ -185,6 +185,10 @@ def test_reduced_faster_rcnn_trains_evaluates_and_records(project, data_root):
     assert len(losses) == 8
     norms = [r.split("\t") for r in (d / "dvclive/plots/metrics/grad_norm.tsv").read_text().splitlines()[1:]]
     assert [int(s) for s, _ in norms] == list(range(1, 9)) and all(0 < float(v) < float("inf") for _, v in norms)  # every step
+    from reprozoo.reports import curve_report
+
+    _, md = curve_report("tiny_frcnn", 0)  # the eval metric of the curve is the run's first: AP
+    assert "| iteration | eval AP |" in md.read_text() and "| 8 | " in md.read_text()
 
 
 def test_same_seed_is_bitwise_resume_matches_and_checkpoint_eval_gives_a_verdict(project, data_root, monkeypatch):

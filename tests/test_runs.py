@@ -99,3 +99,4 @@ def test_curve_report_of_a_finished_run(project):
     png, md = curve_report("tiny_mlp", 0)
     text = md.read_text()
     assert png.read_bytes()[:4] == b"\x89PNG" and "| 100 |" in text and "| 300 |" in text and "reprozoo curve tiny_mlp" in text
+    assert "| iteration | eval accuracy |" in text

@@ -229,7 +229,11 @@ def curve_report(recipe: str, seed: int) -> list:
     d = run_dir(recipe, seed)
     metrics_dir = d / "dvclive/plots/metrics"
     env, final = read_json(d / "env.json"), read_json(d / "metrics.json")
-    curves = {p.stem: _tsv(p) for p in sorted(metrics_dir.glob("*.tsv")) if p.stem in ("loss", "accuracy", "lr")}
+    # the eval metric is the run's first test metric (accuracy, Dice, AP...); grad_norm where the run logs it
+    metric = next(iter(final.get("test", {})), "accuracy")
+    wanted = ("loss", metric, "grad_norm", "lr")
+    found = {p.stem: p for p in metrics_dir.glob("*.tsv")}
+    curves = {k: _tsv(found[k]) for k in wanted if k in found}
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
     for ax, (name, pts) in zip(axes[0], curves.items()):
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o" if len(pts) < 30 else None, ms=3)
@@ -243,11 +247,11 @@ def curve_report(recipe: str, seed: int) -> list:
     plt.close(fig)
     name = f"{recipe}-seed{seed}-curve"
     out = paths.reports_dir() / "checks"
-    acc = curves.get("accuracy", [])
+    acc = curves.get(metric, [])
     lines = [f"# Training curve: `{recipe}`, seed {seed}", "",
              f"Run: `{env['command']}` ({env['wall_seconds']} s on {env['device']}, {env['determinism']['threads']} thread(s), "
              f"git {str(env['git_revision'])[:12]}); written by `reprozoo curve {recipe} --seed {seed}`.", "",
-             f"![curves]({name}.png)", "", "| iteration | eval accuracy |", "|---:|---:|"]
+             f"![curves]({name}.png)", "", f"| iteration | eval {metric} |", "|---:|---:|"]
     lines += [f"| {s} | {v:.2f} |" for s, v in acc]
     lines += ["", f"Final metrics: `{json_line(final)}`", ""]
     return [atomic_write_bytes(out / f"{name}.png", buf.getvalue()), atomic_write_text(out / f"{name}.md", "\n".join(lines))]
