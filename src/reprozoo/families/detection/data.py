@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ... import paths
@@ -42,7 +43,7 @@ def check_images(ann_file: Path, img_dir: Path) -> int:
     return len(images)
 
 
-class CocoFormatSet:
+class CocoFormatSet(ABC):
     """A COCO-format set. `splits` maps train/val to (annotation file, image folder) inside the
     prepared directory; `classes` is None when the configs' own classes (COCO's 80) apply."""
 
@@ -56,8 +57,9 @@ class CocoFormatSet:
                 raise ValueError(f"{key} must be a positive integer (the first N images), got {n!r}")
         self.train_images, self.val_images = train_images, val_images
 
+    @abstractmethod
     def prepare(self, out_dir: Path) -> None:
-        raise NotImplementedError
+        """Find or fetch the raw files and write the COCO-format set into `out_dir`."""
 
     def _missing(self, what: str) -> FetchError:
         where = " or ".join(str(r / self.store) for r in paths.data_roots())
