@@ -57,6 +57,17 @@ class RawPixels:
         return ArrayDataset(rng.integers(0, 256, (400, 40)).astype(np.float32), y)
 
 
+@DATASETS.register("test_shuffled_labels", modality="sequence")
+class ShuffledLabels(DATASETS.get("mnist1d")):
+    """Test dataset: MNIST-1D whose training labels are shuffled, so they no longer belong to their inputs."""
+
+    def load(self, data_dir, split):
+        d = super().load(data_dir, split)
+        if split == "train":
+            d.y = d.y[torch.randperm(len(d.y), generator=torch.Generator().manual_seed(0))]
+        return d
+
+
 def _check(project, name, body):
     write(project / f"recipes/classification/{name}.yaml", "extends: mnist1d_mlp\n" + body)
     results, _ = check(load_recipe(name), 0)
@@ -67,7 +78,8 @@ def test_healthy_recipe_passes_every_check(project):
     res = _check(project, "healthy", "")
     assert all(c.ok for c in res.values()), {k: c.summary for k, c in res.items() if not c.ok}
     md = (project / "reports/checks/healthy.md").read_text()
-    assert "7/7 passed" in md and "| overfit one batch | pass |" in md
+    assert "8/8 passed" in md and "| overfit one batch | pass |" in md
+    assert "better than chance" not in res["held-out signal"].summary and "commonest class" in res["held-out signal"].summary
     assert (project / "reports/checks/healthy-samples.png").read_bytes()[:4] == b"\x89PNG"
     assert "samples/s" in res["throughput"].details[0] and "batch-size scan" in res["throughput"].details[1]
 
@@ -76,6 +88,12 @@ def test_frozen_model_fails_the_overfit_check(project):
     res = _check(project, "frozen", "model: {name: test_frozen_mlp}\n")
     assert not res["overfit one batch"].ok and "frozen" in res["overfit one batch"].summary
     assert not res["trivial solution"].ok
+
+
+def test_shuffled_labels_fail_the_held_out_check_only(project):
+    res = _check(project, "shuffled", "dataset: {name: test_shuffled_labels}\n")
+    assert not res["held-out signal"].ok and "shuffled or misaligned" in res["held-out signal"].summary
+    assert res["overfit one batch"].ok and res["trivial solution"].ok  # memorising and wiring still work
 
 
 def test_unnormalised_inputs_and_bad_labels_fail_the_audit(project):

@@ -84,6 +84,27 @@ def test_cifar_resnets_have_the_papers_sizes():
     assert all(float(b.bn2.weight.abs().sum()) == 0 for b in net.modules() if isinstance(b, cifar.BasicBlock))
 
 
+def test_mmpretrain_cifar_resnets_match_the_zoo():
+    """MMPretrain configs/resnet/README.md parameter counts, its checkpoints' key layout and its initialisation."""
+    zoo = {(18, 10): 11.17, (34, 10): 21.28, (50, 10): 23.52, (101, 10): 42.51, (152, 10): 58.16, (50, 100): 23.71}
+    for (depth, classes), millions in zoo.items():
+        net = MODELS.build({"name": "resnet_cifar", "depth": depth, "num_classes": classes})
+        assert round(count_parameters(net) / 1e6, 2) == millions, depth
+    torch.manual_seed(0)
+    net = MODELS.build({"name": "resnet_cifar", "depth": 50, "num_classes": 100})
+    keys = set(net.state_dict())
+    assert {"backbone.conv1.weight", "backbone.bn1.running_var", "backbone.layer1.0.conv3.weight",
+            "backbone.layer1.0.downsample.0.weight", "backbone.layer4.2.bn3.weight", "head.fc.weight"} <= keys
+    assert all(k.startswith(("backbone.", "head.fc.")) for k in keys)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    assert all(float(b.bn3.weight.abs().sum()) == 0 for b in net.modules() if isinstance(b, cifar._Bottleneck))
+    assert float(net.head.fc.weight.std()) == pytest.approx(0.01, rel=0.05)
+    plain = MODELS.build({"name": "resnet_cifar", "depth": 18, "init": "pytorch"})
+    assert all(float(b.bn2.weight.min()) == 1 for b in plain.modules() if isinstance(b, cifar._Basic))
+    with pytest.raises(ValueError, match=r"depth must be one of \[18, 34, 50, 101, 152\], got 20"):
+        MODELS.build({"name": "resnet_cifar", "depth": 20})
+
+
 def test_binomial_verdict_rule():
     r = binomial_verdict(932, 1017, 91.73, tolerance=0.005, margin=1.0)
     assert r["accuracy"] == pytest.approx(91.642, abs=1e-3) and r["ci_low"] < 91.73 < r["ci_high"]

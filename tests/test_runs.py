@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from reprozoo.errors import RunError
 from reprozoo.recipes import load_recipe
@@ -100,3 +101,58 @@ def test_curve_report_of_a_finished_run(project):
     text = md.read_text()
     assert png.read_bytes()[:4] == b"\x89PNG" and "| 100 |" in text and "| 300 |" in text and "reprozoo curve tiny_mlp" in text
     assert "| iteration | eval accuracy |" in text
+
+
+def test_gradient_norm_is_logged_every_step_and_a_nan_step_is_refused(project):
+    """Gradient health (issue 8): `grad_norm` per step in the curves; a loss that turns NaN stops the run
+    at that step, naming it, and keeps the weights from before it."""
+    from reprozoo.families.classification.models import MODELS
+    from reprozoo.families.openmmlab import NonFiniteStep
+
+    execute(load_recipe("tiny_mlp"), 0, progress=False)
+    rows = (run_dir("tiny_mlp", 0) / "dvclive/plots/metrics/grad_norm.tsv").read_text().splitlines()
+    assert rows[0] == "step\tgrad_norm" and len(rows) == 301 and all(float(r.split("\t")[1]) > 0 for r in rows[1:])
+
+    @MODELS.register("test_nan_after_50")
+    class NanAfter50(torch.nn.Module):
+        def __init__(self, num_classes: int = 10):
+            super().__init__()
+            self.lin, self.calls = torch.nn.Linear(40, num_classes), 0
+
+        def forward(self, x):
+            self.calls += self.training
+            return self.lin(x) * (float("nan") if self.training and self.calls == 50 else 1.0)
+
+    write(project / "recipes/classification/nan_mlp.yaml",
+          TINY.format(iters=300, interval=100, ckpt=25) + "model: {name: test_nan_after_50}\n")
+    with pytest.raises(NonFiniteStep, match=r"non-finite loss at step 50 \(loss terms: loss nan\).*last_good.pth"):
+        execute(load_recipe("nan_mlp"), 0, progress=False)
+    work = next(p for p in (project / ".reprozoo/work/nan_mlp").iterdir() if p.is_dir())
+    good = torch.load(work / "last_good.pth", weights_only=True)
+    assert good["meta"]["iter"] == 49 and torch.isfinite(good["state_dict"]["net.lin.weight"]).all()
+    assert (work / "iter_25.pth").exists() and not run_dir("nan_mlp", 0).exists()
+
+
+def test_speed_settings_on_cpu(project):
+    """`speed` defaults change nothing on a CPU; channels_last and bfloat16 autocast can be forced and are recorded."""
+    import yaml
+
+    from reprozoo.families.classification.engine import speed_settings
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    auto = {"data_on_device": True, "channels_last": "auto", "amp": "auto"}
+    assert speed_settings(auto, cpu) == {"device": "cpu", "data_on_device": True, "channels_last": False, "amp": False}
+    assert speed_settings(auto, gpu)["channels_last"] and speed_settings(auto, gpu)["amp"]
+    assert not speed_settings({**auto, "amp": "off"}, gpu)["amp"]
+
+    base = execute(load_recipe("tiny_mlp"), 0, progress=False)
+    write(project / "recipes/classification/host_mlp.yaml", TINY.format(iters=300, interval=100, ckpt=100)
+          + "speed: {data_on_device: false}\n")
+    assert execute(load_recipe("host_mlp"), 0, progress=False) == base  # same batches, same numbers
+    params = yaml.safe_load((run_dir("tiny_mlp", 0) / "dvclive/params.yaml").read_text())
+    assert params["speed"] == {"device": "cpu", "data_on_device": True, "channels_last": False, "amp": False}
+    write(project / "recipes/classification/bf16_mlp.yaml", TINY.format(iters=300, interval=100, ckpt=100)
+          + "speed: {amp: 'on', channels_last: 'on'}\n")
+    m = execute(load_recipe("bf16_mlp"), 0, progress=False)
+    assert m != base and m["test"]["accuracy"] > 30  # bfloat16 changes the numbers, not the learning
+    assert yaml.safe_load((run_dir("bf16_mlp", 0) / "dvclive/params.yaml").read_text())["speed"]["amp"] is True

@@ -76,7 +76,7 @@ def test_patches_on_the_resolved_config(project):
     assert (m["label_smoothing"], m["mixup_alpha"], m["cutmix_alpha"], m["tta_flip"]) == (0.1, 0.2, 1.0, True)
     assert m["erasing"] == {"p": 0.5, "min_area": 0.02, "max_area": 0.33, "value": 0.0}
     plain = runner_config(load_recipe("mnist1d_mlp"), 0, ctx(project, load_recipe("mnist1d_mlp")))
-    assert plain["param_scheduler"] is None and len(plain["custom_hooks"]) == 2 and "clip_grad" not in plain["optim_wrapper"]
+    assert plain["param_scheduler"] is None and len(plain["custom_hooks"]) == 3 and "clip_grad" not in plain["optim_wrapper"]
 
 
 @pytest.mark.parametrize("tricks,extra,key,words", [

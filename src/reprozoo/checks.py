@@ -23,6 +23,46 @@ class Check:
     figures: list[str] = field(default_factory=list)
 
 
+def batch_size_scan(step, sizes, repeats: int = 1) -> str:
+    """Samples/s of training steps at each batch size (`step(bs)` runs one), stopping at the first size that
+    does not fit in memory, and where throughput stops growing: the smallest batch within 10% of the best,
+    the point the tuning playbook advises (larger batches there buy no speed)."""
+    import torch
+
+    scan, note = [], ""
+    for bs in sizes:
+        try:
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                step(bs)
+            scan.append((bs, repeats * bs / (time.perf_counter() - t0)))
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            note = f"; batch {bs} does not fit in memory"
+            break
+    if not scan:
+        return "batch-size scan: not even batch " + str(sizes[0]) + " fits in memory"
+    best = max(sps for _, sps in scan)
+    knee = min(bs for bs, sps in scan if sps >= 0.9 * best)
+    return ("batch-size scan (samples/s): " + ", ".join(f"{bs}: {sps:.1f}" for bs, sps in scan)
+            + f"; throughput stops growing at batch {knee} (within 10% of the best)" + note)
+
+
+def profile_top(fn, n: int = 4) -> str:
+    """The `n` functions with the most cumulative time in a cProfile of `fn()`."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(n + 2)
+    top = [ln.strip() for ln in buf.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()]
+    return "input pipeline profile (cumulative): " + " | ".join(top[:n])
+
+
 def guarded(name: str, fn, *args) -> Check:
     """A check that raises fails with the error as its diagnosis, and the others still run."""
     try:

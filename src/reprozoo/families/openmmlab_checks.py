@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checks import Check
+from ..checks import Check, batch_size_scan, profile_top
 from ..runs import RunContext
 
 
@@ -94,12 +94,15 @@ def determinism(build_runner, recipe, seed, work, steps: int = 3) -> Check:
 
 
 def throughput(build_runner, recipe, seed, work, steps: int = 4) -> Check:
-    """Images/s of the loader alone (this process) and of full training steps, and the loader's share."""
+    """Images/s of the loader alone (this process, profiled) and of full training steps, the loader's share,
+    and a batch-size scan (powers of two up to twice the recipe's batch, or until one does not fit)."""
     runner, loader = setup(build_runner, recipe, seed, work)
-    it = iter(loader)
+    it = _endless(loader)
     t0 = time.perf_counter()
     batches = [next(it) for _ in range(steps)]
     t_data = time.perf_counter() - t0
+    more = []
+    profile = profile_top(lambda: more.extend(next(it) for _ in range(2)))  # apart from the timing: cProfile slows Python
     t0 = time.perf_counter()
     for data in batches:
         runner.model.train_step(data, runner.optim_wrapper)
@@ -108,6 +111,20 @@ def throughput(build_runner, recipe, seed, work, steps: int = 4) -> Check:
     workers = runner.cfg.train_dataloader.num_workers
     share = t_data / (t_data + t_step)
     ok = share / max(1, workers) < 0.5
+    recipe_bs = len(batches[0]["inputs"])
+    sizes = [2 ** k for k in range(8) if 2 ** k <= 2 * recipe_bs]
+    pool = {k: [x for d in batches + more for x in d[k]] for k in batches[0]}
+    while len(pool["inputs"]) < sizes[-1]:
+        d = next(it)
+        for k in pool:
+            pool[k].extend(d[k])
+    scan = batch_size_scan(lambda bs: runner.model.train_step({k: v[:bs] for k, v in pool.items()}, runner.optim_wrapper), sizes)
     return Check("throughput", ok, f"loader {n / t_data:.1f} images/s in one process, training steps {n / t_step:.1f} images/s; "
                  f"one loader process would be {100 * share:.0f}% of the time, the recipe runs {workers}"
-                 + ("" if ok else ": input-bound, raise schedule.num_workers"), [])
+                 + ("" if ok else ": input-bound, raise schedule.num_workers"), [scan, profile])
+
+
+def _endless(loader):
+    """The loader's batches, epoch after epoch (a tiny set may hold fewer batches than a check needs)."""
+    while True:
+        yield from loader

@@ -40,6 +40,14 @@ SCHEMA = {
         "batch_size": Field(int, default=1000, check=positive),
     }),
     "checkpoint_interval": Field(int, default=1000, check=positive),
+    "speed": Section({
+        "data_on_device": Field(bool, default=True, doc="keep the dataset as one tensor on the training device and "
+                                "crop/flip batches there; false gathers batches on the CPU and copies each one"),
+        "channels_last": Field(str, default="auto", choices=["auto", "on", "off"],
+                               doc="NHWC memory format for images and the network; auto: on a GPU only"),
+        "amp": Field(str, default="auto", choices=["auto", "on", "off"],
+                     doc="bfloat16 autocast of the network (loss in float32, no loss scaling needed); auto: on a GPU only"),
+    }),
 }
 
 
@@ -55,7 +63,7 @@ class ClassificationFamily:
 
     def train_code(self, config: dict) -> list[Path]:
         """The family files a run of `config` executes: the shared engine plus its model's and dataset's modules."""
-        files = [Path(__file__).parent / f for f in CORE_FILES]
+        files = [Path(__file__).parent / f for f in CORE_FILES] + [Path(__file__).parent.with_name("openmmlab.py")]
         for f in (_module_file(MODELS.get(config["model"]["name"])), _module_file(DATASETS.get(config["dataset"]["name"]))):
             if f not in files:
                 files.append(f)

@@ -1,9 +1,6 @@
 """Sanity checks for a classification recipe, on its real data pipeline and model (see `reprozoo.checks`)."""
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
 import time
 from pathlib import Path
 
@@ -11,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...checks import Check, run_in_scratch
+from ...checks import Check, batch_size_scan, profile_top, run_in_scratch
 from ...runs import RunContext
 from ...seeding import seed_everything
 from .datasets import DATASETS
@@ -117,6 +114,42 @@ def trivial_solution(recipe, seed, work, samples: int = 128, steps: int = 100) -
                  + ("" if ok else ": the wiring between data, model output and loss is broken"), [])
 
 
+def held_out_signal(recipe, seed, work, steps: int = 150, samples: int = 500, lr: float = 1e-3) -> Check:
+    """A short training on the recipe's training batches must predict held-out labels better than always
+    guessing the commonest class; labels that do not belong to their inputs (shuffled, misaligned) cannot."""
+    from scipy.stats import binomtest
+
+    cfg = _config(recipe, seed, work)
+    m = cfg["model"]
+    model = Classifier(m["net"], m["num_classes"], normalize=m.get("normalize"))
+    held_out = cfg["test_dataloader"].dataset
+    batch = held_out[list(range(min(samples, len(held_out))))]
+    opt = torch.optim.Adam(model.parameters(), lr)
+    it = iter(cfg["train_dataloader"])
+    model.train()
+    for _ in range(steps):
+        b = next(it)
+        loss = F.cross_entropy(model.net(model.prepare(b["inputs"])), b["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        correct = int((model.eval().net(model.prepare(batch["inputs"])).argmax(-1) == batch["labels"]).sum())
+    y, n = batch["labels"], len(batch["labels"])
+    chance = float(torch.bincount(y).max()) / n  # the best constant guess
+    p = binomtest(correct, n, chance, alternative="greater").pvalue
+    ok = p < 1e-3
+    split = recipe.config["eval"]["split"]
+    summary = (f"held-out accuracy {100 * correct / n:.1f}% on {n} {split} samples after {steps} steps, "
+               f"vs {100 * chance:.1f}% for the commonest class (one-sided binomial p = {p:.2g})")
+    if not ok:
+        summary += (": no better than chance. Do the training labels belong to their inputs (shuffled or misaligned "
+                    "labels)? Are the held-out inputs prepared as the training inputs are?")
+    rows = [f"Adam lr {lr:g}, {steps} steps of the recipe's training batches (its augmentation on), a fresh model",
+            f"loss at the last step {float(loss):.3f}"]
+    return Check("held-out signal", ok, summary, rows)
+
+
 def mode_audit(recipe, seed, work) -> Check:
     model, loader = _fresh(recipe, seed, work)
     train = loader.dataset
@@ -165,11 +198,7 @@ def throughput(recipe, seed, work, steps: int = 10) -> Check:
     it = iter(loader)
     next(it)
     t0 = time.perf_counter()
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(steps):
-        next(it)
-    prof.disable()
+    profile = profile_top(lambda: [next(it) for _ in range(steps)])
     t_load = (time.perf_counter() - t0) / steps
     batch_size = loader.batch_sampler.batch_size if loader.batch_sampler is not None else loader.sampler.batch_size
     wait = 0.0
@@ -183,25 +212,19 @@ def throughput(recipe, seed, work, steps: int = 10) -> Check:
         loss.backward()
         opt.step()
     t_step = (time.perf_counter() - t0) / steps
-    scan = []
     data = loader.dataset
-    for bs in (2 ** k for k in range(4, 11) if 2 ** k <= max(16, 2 * batch_size)):  # up to twice the recipe's batch
-        idx = [i % len(data) for i in range(bs)]
-        b = data[idx]
-        t0 = time.perf_counter()
-        for _ in range(2):
-            loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        scan.append((bs, 2 * bs / (time.perf_counter() - t0)))
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(6)
-    top = [ln.strip() for ln in buf.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()][:6]
+
+    def step(bs):
+        b = data[[i % len(data) for i in range(bs)]]
+        loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    sizes = [2 ** k for k in range(4, 11) if 2 ** k <= max(16, 2 * batch_size)]  # up to twice the recipe's batch
     rows = [f"loader alone: {batch_size / t_load:.0f} samples/s; full training steps: {batch_size / t_step:.0f} samples/s; "
             f"waiting for data: {100 * wait / (t_step * steps):.1f}% of step time",
-            "batch-size scan (samples/s, one thread): " + ", ".join(f"{bs}: {sps:.0f}" for bs, sps in scan),
-            "input pipeline profile (cumulative): " + " | ".join(top[:4])]
+            batch_size_scan(step, sizes, repeats=2), profile]
     input_bound = wait / (t_step * steps) > 0.5
     return Check("throughput", not input_bound, "input-bound: more than half of each step waits for data" if input_bound
                  else f"{batch_size / t_step:.0f} samples/s at batch {batch_size}; data wait {100 * wait / (t_step * steps):.1f}%", rows)
@@ -253,5 +276,5 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
 
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
-              ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
+              ("held-out signal", held_out_signal), ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
     return run_in_scratch(checks, look_at_data, recipe, seed, out_png)

@@ -23,6 +23,11 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.y)
 
+    def to(self, device) -> "ArrayDataset":
+        """Keep the whole set on `device` (a GPU), so each batch is one gather there."""
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
     def __getitem__(self, i):
         if isinstance(i, list):
             i = torch.as_tensor(i)
@@ -53,10 +58,11 @@ def crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dy, dx = torch.randint(0, 2 * pad + 1, (n,)), torch.randint(0, 2 * pad + 1, (n,))
-    flip = torch.rand(n) < 0.5
+    flip = torch.rand(n) < 0.5  # drawn on the CPU generator: the same crops and flips on every device
     rows = (dy[:, None] + torch.arange(h)[None])  # (n, h)
     cols = dx[:, None] + torch.arange(w)[None]  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n)[:, None, None]
+    rows, cols, idx_n = rows.to(x.device), cols.to(x.device), idx_n.to(x.device)
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
     return out.permute(0, 3, 1, 2).contiguous()

@@ -16,6 +16,7 @@ from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
+from .. import openmmlab  # also registers GuardedOptimWrapper and GradientHealthHook with MMEngine
 from . import OPTIMIZERS, tricks
 from .datasets import DATASETS
 from .models import MODELS
@@ -28,13 +29,18 @@ class Classifier(BaseModel):
     per-sample augmentations (random erasing, AutoAugment/TrivialAugment) and MixUp/CutMix in the
     training step, flip test-time augmentation in prediction. `normalize` ((mean, std) per channel,
     0-255 scale) turns uint8 images into the network's float input, after the image policies.
+    `channels_last` and `amp` (bfloat16 autocast of the network) are speed settings (see `speed_settings`).
     """
 
     def __init__(self, net: torch.nn.Module, num_classes: int, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, erasing: dict | None = None, policy: str | None = None,
-                 tta_flip: bool = False, zero_init_residual: bool = False, normalize=None, cutout: dict | None = None):
+                 tta_flip: bool = False, zero_init_residual: bool = False, normalize=None, cutout: dict | None = None,
+                 channels_last: bool = False, amp: bool = False):
         super().__init__()
         self.net = net
+        self.channels_last, self.amp = channels_last, amp
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
         if normalize is not None:
             mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in normalize)
             self.register_buffer("mean", mean, persistent=False)
@@ -60,17 +66,25 @@ class Classifier(BaseModel):
         return inputs, labels
 
     def prepare(self, inputs):
-        return (inputs.float() - self.mean) / self.std if self.normalized else inputs
+        x = (inputs.float() - self.mean) / self.std if self.normalized else inputs
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def logits(self, x):
+        """The network's output, in float32 even under autocast (the loss and softmax stay in float32)."""
+        if not self.amp:
+            return self.net(x)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            return self.net(x).float()
 
     def forward(self, inputs, labels=None, mode="tensor"):
         if mode == "loss":
             inputs, targets = self.augment(inputs, labels)
-            return {"loss": F.cross_entropy(self.net(inputs), targets, label_smoothing=self.label_smoothing)}
+            return {"loss": F.cross_entropy(self.logits(inputs), targets, label_smoothing=self.label_smoothing)}
         inputs = self.prepare(inputs)
-        logits = self.net(inputs)
+        logits = self.logits(inputs)
         if mode == "predict":
             if self.tta_flip:
-                logits = logits.softmax(-1) + self.net(inputs.flip(-1)).softmax(-1)
+                logits = logits.softmax(-1) + self.logits(inputs.flip(-1)).softmax(-1)
             return [(logits.argmax(-1), labels)]
         return logits
 
@@ -117,6 +131,18 @@ def batch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, infinite
     return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
 
 
+def speed_settings(speed: dict, device: torch.device) -> dict:
+    """The recipe's `speed` section resolved for `device`: `auto` means on for a GPU, off for a CPU
+    (on a CPU channels_last and bfloat16 change the numbers and are rarely faster)."""
+    gpu = device.type == "cuda"
+
+    def resolve(v):
+        return gpu if v == "auto" else v == "on"
+
+    return {"device": str(device), "data_on_device": bool(speed["data_on_device"]),
+            "channels_last": resolve(speed["channels_last"]), "amp": resolve(speed["amp"])}
+
+
 def runner_config(recipe, seed, ctx) -> dict:
     """The keyword arguments of MMEngine's Runner for this recipe and seed, tricks applied."""
     cfg = tricks.patch_recipe(recipe.config)
@@ -126,6 +152,11 @@ def runner_config(recipe, seed, ctx) -> dict:
     data_dir = ensure_prepared(recipe.family, cfg["dataset"]["name"])
     train_set, eval_set = dataset.load(data_dir, "train"), dataset.load(data_dir, cfg["eval"]["split"])
     net = MODELS.build(cfg["model"])  # built right after seeding: the init depends only on the seed
+    speed = speed_settings(cfg["speed"], torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    ctx.speed = speed
+    if speed["data_on_device"]:  # one gather per batch on the device, no host-to-device copy per step
+        train_set.to(speed["device"])
+        eval_set.to(speed["device"])
 
     resumed = last_checkpoint_iter(ctx.work_dir)
     ctx.resumed_from = resumed
@@ -134,14 +165,15 @@ def runner_config(recipe, seed, ctx) -> dict:
     s, e = cfg["schedule"], cfg["eval"]
     eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
     runner_cfg = dict(
-        model=dict(net=net, num_classes=dataset.num_classes, normalize=getattr(dataset, "normalize", None)),
+        model=dict(net=net, num_classes=dataset.num_classes, normalize=getattr(dataset, "normalize", None),
+                   channels_last=speed["channels_last"] and train_set.x.ndim == 4, amp=speed["amp"]),
         work_dir=str(ctx.work_dir),
         experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
         train_dataloader=batch_loader(train_set, s["batch_size"], shuffle=s["shuffle"], seed=seed, infinite=True),
         train_cfg=dict(by_epoch=False, max_iters=s["iters"], val_interval=e["interval"]),
         val_dataloader=eval_loader, val_cfg=dict(), val_evaluator=Evaluator([Accuracy()]),
         test_dataloader=eval_loader, test_cfg=dict(), test_evaluator=Evaluator([Accuracy()]),
-        optim_wrapper=dict(optimizer=_optimizer(cfg["optim"])),
+        optim_wrapper=dict(type="GuardedOptimWrapper", optimizer=_optimizer(cfg["optim"])),
         param_scheduler=_schedulers(s) or None,
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
@@ -151,7 +183,8 @@ def runner_config(recipe, seed, ctx) -> dict:
                             save_param_scheduler=bool(_schedulers(s))),
             sampler_seed=None,  # InfiniteSampler reshuffles by itself; our loader has no batch_sampler
         ),
-        custom_hooks=[dict(type="ResumeStateHook"), dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
+        custom_hooks=[dict(type="ResumeStateHook"), dict(type="GradientHealthHook"),
+                      dict(type="ProgressBarHook", desc=f"{recipe.name} seed {seed}", enable=ctx.progress)],
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="RunDVCLiveBackend", save_dir=str(ctx.curves_dir),
                                                              init_kwargs=dict(resume=bool(resumed)))]),
         log_processor=dict(by_epoch=False, window_size=e["interval"]),
@@ -165,16 +198,16 @@ def runner_config(recipe, seed, ctx) -> dict:
 
 def build_runner(recipe, seed, ctx) -> Runner:
     runner_cfg = runner_config(recipe, seed, ctx)
-    return Runner(model=Classifier(**runner_cfg.pop("model")), **runner_cfg)
+    runner = Runner(model=Classifier(**runner_cfg.pop("model")), **runner_cfg)
+    runner.visualizer.get_backend("RunDVCLiveBackend").experiment.log_params({"speed": ctx.speed})
+    return runner
 
 
 def train(recipe, seed, ctx) -> dict:
+    """Train, then test; a step with a non-finite loss or gradients stops the run (see GuardedOptimWrapper)."""
     runner = build_runner(recipe, seed, ctx)
-    runner.train()
-    metrics = runner.test_loop.run()  # not runner.test(): that would resume from the checkpoint again
-    runner.visualizer.close()
     split = recipe.config["eval"]["split"]
-    return {split: {k: float(v) for k, v in metrics.items()}}
+    return {split: openmmlab.train_and_test(runner, None, [], lambda *_: None, ("accuracy",))["test"]}
 
 
 def load_checkpoint(net: torch.nn.Module, path) -> None:

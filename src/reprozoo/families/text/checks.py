@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...checks import Check, guarded
+from ...checks import Check, batch_size_scan, guarded, profile_top
 from ...runs import RunContext
 from ...seeding import seed_everything
 from .engine import build_trainer
@@ -217,8 +217,19 @@ def throughput(recipe, seed, work, steps: int = 8) -> Check:
         t_data, t_step = t_data + t1 - t0, t_step + time.perf_counter() - t1
         n += len(batch["input_ids"])
     share = t_data / (t_data + t_step)
+    data, collate, bs0 = loader.dataset, loader.collate_fn, trainer.args.per_device_train_batch_size
+
+    def step(bs):
+        b = {k: v.to(model.device) for k, v in collate([data[i % len(data)] for i in range(bs)]).items()}
+        loss = model(**b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    rows = [batch_size_scan(step, [2 ** k for k in range(3, 10) if 2 ** k <= 2 * bs0] or [bs0]),
+            profile_top(lambda: [next(it) for _ in range(4)])]
     return Check("throughput", share < 0.5, f"{n / (t_data + t_step):.0f} examples/s; {100 * share:.0f}% of each step "
-                 "waits for tokenised batches" + (": input-bound" if share >= 0.5 else ""), [])
+                 "waits for tokenised batches" + (": input-bound" if share >= 0.5 else ""), rows)
 
 
 def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:

@@ -216,3 +216,119 @@ class CifarResNet18(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+
+
+class _Basic(nn.Module):
+    """MMPretrain's BasicBlock: two 3x3 convolutions, projection shortcut (`downsample`) when the shape changes."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int):
+        super().__init__()
+        out = width * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.downsample = _projection(in_ch, out, stride)
+
+    def residual(self, x):
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x):
+        return F.relu(self.residual(x) + (self.downsample(x) if self.downsample is not None else x))
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+
+class _Bottleneck(_Basic):
+    """MMPretrain's Bottleneck, style 'pytorch' (the stride sits on the 3x3 convolution), expansion 4."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int):
+        nn.Module.__init__(self)
+        out = width * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.downsample = _projection(in_ch, out, stride)
+
+    def residual(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x)))))
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+
+def _projection(in_ch: int, out: int, stride: int):
+    if stride == 1 and in_ch == out:
+        return None
+    return nn.Sequential(nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+
+@MODELS.register("resnet_cifar", source="MMPretrain ResNet_CIFAR (mmpretrain/models/backbones/resnet_cifar.py) + "
+                 "GlobalAveragePooling + LinearClsHead; state-dict layout of MMPretrain checkpoints")
+class ResNetCIFAR(nn.Module):
+    """MMPretrain's CIFAR ResNet-{18,34,50,101,152}: 3x3 stride-1 stem without max-pool, 4 stages of
+    64-512 base channels (strides 1, 2, 2, 2), global average pooling, a linear head.
+
+    `init: mmpretrain` initialises as MMPretrain does (Kaiming-normal fan_out convolutions, BN weight 1,
+    the last BN of every residual branch zero: `zero_init_residual=True`, head weights N(0, 0.01));
+    `init: pytorch` keeps PyTorch's default layer initialisation. Parameter names match MMPretrain's
+    checkpoints (`backbone.*`, `head.fc.*`), so a published checkpoint loads as it is.
+    """
+
+    DEPTHS = {18: (_Basic, (2, 2, 2, 2)), 34: (_Basic, (3, 4, 6, 3)), 50: (_Bottleneck, (3, 4, 6, 3)),
+              101: (_Bottleneck, (3, 4, 23, 3)), 152: (_Bottleneck, (3, 8, 36, 3))}
+
+    @classmethod
+    def check_args(cls, depth: int = 50, num_classes: int = 10, init: str = "mmpretrain") -> None:
+        if depth not in cls.DEPTHS:
+            raise ValueError(f"depth must be one of {sorted(cls.DEPTHS)}, got {depth}")
+        if init not in ("mmpretrain", "pytorch"):
+            raise ValueError(f"init must be one of ['mmpretrain', 'pytorch'], got {init!r}")
+
+    def __init__(self, depth: int = 50, num_classes: int = 10, init: str = "mmpretrain"):
+        super().__init__()
+        self.check_args(depth, num_classes, init)
+        block, counts = self.DEPTHS[depth]
+        self.backbone = nn.Module()
+        self.backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.backbone.bn1 = nn.BatchNorm2d(64)
+        in_ch = 64
+        for i, (n, stride) in enumerate(zip(counts, (1, 2, 2, 2))):
+            width = 64 * 2 ** i
+            blocks = []
+            for j in range(n):
+                blocks.append(block(in_ch, width, stride if j == 0 else 1))
+                in_ch = width * block.expansion
+            setattr(self.backbone, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.head = nn.Module()
+        self.head.fc = nn.Linear(in_ch, num_classes)
+        if init == "mmpretrain":
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            nn.init.normal_(self.head.fc.weight, std=0.01)
+            nn.init.zeros_(self.head.fc.bias)
+            self.zero_init_residual()
+
+    def forward(self, x):
+        b = self.backbone
+        x = F.relu(b.bn1(b.conv1(x)))
+        x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        return self.head.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def zero_init_residual(self):
+        for m in self.modules():
+            if isinstance(m, _Basic):
+                nn.init.zeros_(m.last_norm().weight)
