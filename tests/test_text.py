@@ -204,6 +204,10 @@ def test_tiny_bert_learns_and_predictions_align_with_labels(sst2_project):
     curve = (run_dir("tiny_sst2", 0) / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]
     losses = [float(line.split("\t")[-1]) for line in curve]
     assert losses[-1] < 0.5 * losses[0], losses  # training loss falls
+    norms = (run_dir("tiny_sst2", 0) / "dvclive/plots/metrics/grad_norm.tsv").read_text().splitlines()[1:]
+    steps = [int(line.split("\t")[0]) for line in norms]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > len(curve)  # every optimizer step, not every log
+    assert all(float(line.split("\t")[1]) > 0 for line in norms)
     # Predictions come back in the dev set's order: their accuracy against the file's labels is the
     # reported one, and a model that has not trained scores about chance on the same labels.
     ctx = RunContext(recipe, 0, sst2_project / "scratch", sst2_project / "scratch/dvclive", 1, progress=False)

@@ -43,15 +43,23 @@ class TokenizedSplit(torch.utils.data.Dataset):
 
 class LiveCallback(TrainerCallback):
     """Trainer logs to DVCLive at the Trainer's global step (not DVCLive's own counter), so a resumed run
-    continues the curves. Names follow the classification family: `loss` (training), `lr`, `grad_norm`,
-    the eval metrics by name and `eval_loss`; timings and end-of-training summaries are left out."""
+    continues the curves. Names follow the classification family: `loss` (training), `lr`, `grad_norm`
+    (every optimizer step, from ReprozooTrainer's guard), the eval metrics by name and `eval_loss`; timings
+    and end-of-training summaries are left out."""
 
-    SKIP = ("runtime", "samples_per_second", "steps_per_second", "total_flos", "epoch", "step")
+    SKIP = ("runtime", "samples_per_second", "steps_per_second", "total_flos", "epoch", "step", "grad_norm")
 
     def __init__(self, curves_dir: Path, resumed: bool):
         from dvclive import Live
 
         self.live = Live(dir=str(curves_dir), report=None, save_dvc_exp=False, dvcyaml=None, monitor_system=False, resume=resumed)
+        self.trainer = None  # set by build_trainer: the guard's gradient norm of the step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        norm = getattr(self.trainer, "last_grad_norm", None)
+        if norm is not None:
+            self.live.step = state.global_step
+            self.live.log_metric("grad_norm", norm)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.live.step = state.global_step
@@ -86,6 +94,7 @@ class ReprozooTrainer(Trainer):
         if not self.args.fp16:  # with fp16 the grad scaler itself skips steps with inf gradients
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads)
+            self.last_grad_norm = float(norm)  # with gradient accumulation the last micro-batch's is the step's
             if not bool(torch.isfinite(norm)):
                 bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
                 self._stop(f"the backward pass: loss {float(loss):g} is finite but the gradient norm is {float(norm):g} "
@@ -169,8 +178,9 @@ def build_trainer(recipe, seed: int, ctx, data=None) -> tuple[ReprozooTrainer, o
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_sets if len(eval_sets) > 1 else next(iter(eval_sets.values())),
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
         compute_metrics=lambda p: compute_metrics(task, _predictions(task, p.predictions), p.label_ids),
-        optimizers=(optimizer, scheduler), callbacks=[LiveCallback(ctx.curves_dir, bool(resume))],
+        optimizers=(optimizer, scheduler), callbacks=[live := LiveCallback(ctx.curves_dir, bool(resume))],
     )
+    live.trainer = trainer
     trainer.ema = tricks.ema_for(model, cfg["tricks"])
     if trainer.ema is not None:
         trainer.add_callback(trainer.ema.callback())
