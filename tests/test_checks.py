@@ -82,6 +82,7 @@ def test_healthy_recipe_passes_every_check(project):
     assert "better than chance" not in res["held-out signal"].summary and "commonest class" in res["held-out signal"].summary
     assert (project / "reports/checks/healthy-samples.png").read_bytes()[:4] == b"\x89PNG"
     assert "samples/s" in res["throughput"].details[0] and "batch-size scan" in res["throughput"].details[1]
+    assert res["throughput"].details[2].startswith("input pipeline profile (own time): ") and " calls" in res["throughput"].details[2]
 
 
 def test_frozen_model_fails_the_overfit_check(project):

@@ -369,7 +369,7 @@ def test_sanity_checks_pass_on_a_healthy_recipe_and_catch_broken_ones(project, d
     assert (project / "reports/checks/tiny_frcnn-samples.png").exists() and "small (< 32^2)" in report and "person" in report
     scan, profile = by_name["throughput"].details
     assert scan.startswith("batch-size scan (samples/s): 1: ") and "throughput stops growing at batch" in scan
-    assert profile.startswith("input pipeline profile (cumulative): ")
+    assert profile.startswith("input pipeline profile (own time): ")
 
     # un-normalised inputs (mean 0, std 1) and a box head with fewer classes than the labels
     broken = tiny(project, "broken_frcnn", extra="  model.data_preprocessor.mean: [0, 0, 0]\n  model.data_preprocessor.std: [1, 1, 1]\n"

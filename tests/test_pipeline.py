@@ -104,7 +104,7 @@ def test_opt_in_checks_run_before_training(tmp_path):
     assert "reports/checks/tiny_mlp.md" in stages["train_tiny_mlp"]["deps"]
     _, ran = _repro(root, "pipelines/tiny/dvc.yaml:train_tiny_mlp")
     assert ran.index("check_tiny_mlp") < ran.index("train_tiny_mlp@0")
-    assert "7/7 passed" in (root / "reports/checks/tiny_mlp.md").read_text()
+    assert "8/8 passed" in (root / "reports/checks/tiny_mlp.md").read_text()
     params["tiny"]["checks"] = ["mnist1d_cnn"]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     out = pipeline(root, "tiny", check=False)

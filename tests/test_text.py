@@ -421,7 +421,7 @@ def test_sanity_checks_pass_on_a_sound_recipe_and_catch_a_wrong_vocabulary(sst2_
     assert "dropout" in by_name["mode audit"].summary
     scan, profile = by_name["throughput"].details
     assert scan.startswith("batch-size scan (samples/s): 8: ") and "stops growing at batch" in scan
-    assert profile.startswith("input pipeline profile (cumulative): ")
+    assert profile.startswith("input pipeline profile (own time): ")
     md = (sst2_project / "reports/checks/tiny_sst2.md").read_text()
     assert "padding invariance" in md and (sst2_project / "reports/checks/tiny_sst2-samples.png").exists()
     # A vocabulary without the task's words: most tokens become [UNK], and the audit says so.
