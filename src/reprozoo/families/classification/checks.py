@@ -33,6 +33,14 @@ def _fresh(recipe, seed: int, work: Path):
     return Classifier(m["net"], m["num_classes"], normalize=m.get("normalize")), cfg["train_dataloader"]
 
 
+def _update(opt, loss):
+    """One optimizer step on `loss`; returns it."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def input_audit(recipe, seed, work) -> Check:
     cfg, model, loader = _setup(recipe, seed, work)
     batch = next(iter(loader))
@@ -73,10 +81,7 @@ def overfit_batch(recipe, seed, work, samples: int = 8, steps: int = 400, lr: fl
     model.train()
     losses = []
     for _ in range(steps):
-        loss = F.cross_entropy(model.net(model.prepare(batch["inputs"])), batch["labels"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _update(opt, F.cross_entropy(model.net(model.prepare(batch["inputs"])), batch["labels"]))
         losses.append(float(loss))
     model.eval()
     with torch.no_grad():
@@ -103,10 +108,7 @@ def trivial_solution(recipe, seed, work, samples: int = 128, steps: int = 100) -
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     model.train()
     for _ in range(steps):
-        loss = F.cross_entropy(model.net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _update(opt, F.cross_entropy(model.net(x), y))
     with torch.no_grad():
         acc = float((model.eval().net(x).argmax(-1) == y).float().mean()) * 100
     ok = acc >= 95
@@ -129,10 +131,7 @@ def held_out_signal(recipe, seed, work, steps: int = 150, samples: int = 500, lr
     model.train()
     for _ in range(steps):
         b = next(it)
-        loss = F.cross_entropy(model.net(model.prepare(b["inputs"])), b["labels"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _update(opt, F.cross_entropy(model.net(model.prepare(b["inputs"])), b["labels"]))
     with torch.no_grad():
         correct = int((model.eval().net(model.prepare(batch["inputs"])).argmax(-1) == batch["labels"]).sum())
     y, n = batch["labels"], len(batch["labels"])
@@ -178,10 +177,7 @@ def determinism(recipe, seed, work, steps: int = 20) -> Check:
         model.train()
         for _ in range(steps):
             b = next(it)
-            loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = _update(opt, model(b["inputs"], b["labels"], mode="loss")["loss"])
             out.append(loss.item())
         return out
 
@@ -207,19 +203,13 @@ def throughput(recipe, seed, work, steps: int = 10) -> Check:
         t1 = time.perf_counter()
         b = next(it)
         wait += time.perf_counter() - t1
-        loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _update(opt, model(b["inputs"], b["labels"], mode="loss")["loss"])
     t_step = (time.perf_counter() - t0) / steps
     data = loader.dataset
 
     def step(bs):
         b = data[[i % len(data) for i in range(bs)]]
-        loss = model(b["inputs"], b["labels"], mode="loss")["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _update(opt, model(b["inputs"], b["labels"], mode="loss")["loss"])
 
     sizes = [2 ** k for k in range(4, 11) if 2 ** k <= max(16, 2 * batch_size)]  # up to twice the recipe's batch
     rows = [f"loader alone: {batch_size / t_load:.0f} samples/s; full training steps: {batch_size / t_step:.0f} samples/s; "
