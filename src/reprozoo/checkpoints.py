@@ -59,7 +59,9 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
     import shlex
     import sys
 
-    from .families import get_family
+    from .families import get_family, require
+
+    require(recipe.family)
 
     counts = get_family(recipe.family).evaluate(recipe, checkpoint)
     from datetime import datetime, timezone

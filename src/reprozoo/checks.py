@@ -86,8 +86,9 @@ def check(recipe, seed: int = 0) -> tuple[list[Check], list]:
     import importlib
 
     from .errors import ConfigError
-    from .families import FAMILY_MODULES
+    from .families import FAMILY_MODULES, require
 
+    require(recipe.family)
     try:  # a family's checks live in its `checks` module, next to its engine
         module = importlib.import_module(f"{FAMILY_MODULES[recipe.family]}.checks")
     except ModuleNotFoundError:

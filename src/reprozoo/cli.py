@@ -182,6 +182,20 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+def cmd_repro(args) -> int:
+    from .errors import ConfigError
+    from .repro import repro
+
+    options = {}
+    for kv in args.option or []:
+        if "=" not in kv:
+            raise ConfigError("command line", "--option", f"expected KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        options[k] = v
+    return repro(args.pipelines, jobs=args.jobs, executor=args.executor, gpus=args.gpus, threads=args.threads,
+                 retries=args.retries, dry=args.dry, options=options, run_cache=not args.no_run_cache)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="reprozoo", description="Reproduce published baselines with seed-aware verdicts.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +217,20 @@ def main(argv=None) -> int:
     s.add_argument("--force", action="store_true", help="re-run and replace a finished run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("repro", help="run a DVC pipeline's pending runs side by side (local cores/GPUs, SLURM, Ray), then `dvc repro`")
+    s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, or `all`")
+    s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (default 2)")
+    s.add_argument("--executor", default="local", choices=["local", "slurm", "ray"], help="where runs go (default local)")
+    s.add_argument("--gpus", default=None, help="GPU indices to share out, e.g. 0,1,2,3: each run gets its own (CUDA_VISIBLE_DEVICES)")
+    s.add_argument("--threads", type=int, default=None, help="torch threads per run (default: $REPROZOO_THREADS or 1, as `dvc repro`)")
+    s.add_argument("--retries", type=int, default=1, help="re-runs of a run killed by a signal, OOM or preemption (default 1); it resumes")
+    s.add_argument("--dry", action="store_true", help="list the pending runs, longest first, and stop")
+    s.add_argument("--no-run-cache", action="store_true", help="do not restore runs from DVC's run-cache")
+    s.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="executor options: slurm: slurm_partition=, slurm_account=, timeout_min=, cluster=local|debug|slurm, "
+                        "any other sbatch option; ray: address=")
+    s.set_defaults(func=cmd_repro)
 
     s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")
     s.add_argument("baseline", help="claims file name under baselines/ (see `reprozoo list claims`)")

@@ -17,8 +17,9 @@ def prepared_dir(name: str) -> Path:
 
 def prepare(family: str, name: str, force: bool = False) -> Path:
     """Prepare dataset `name` of `family` into `datasets/<name>/` atomically."""
-    from .families import get_family
+    from .families import get_family, require
 
+    require(family)
     out = prepared_dir(name)
     if out.exists() and not force:
         return out

@@ -16,7 +16,7 @@ import yaml
 
 from . import paths
 from .errors import ConfigError
-from .families import family_names, get_family
+from .families import family_names, get_family, missing_extra
 from .schema import Component, Field, ListOf, Section
 from .tricks import TRICKS, check_family
 
@@ -155,6 +155,8 @@ def validate_recipe(raw: dict, file: Path) -> dict:
     config = recipe_schema(raw["family"]).validate(raw, file, "")
     check_family(config["tricks"], config["family"], file)
     family = get_family(config["family"])
-    if hasattr(family, "check"):
+    # Without its framework (an optional extra) a family cannot resolve its upstream configs: the
+    # schema is checked here, the rest when the recipe is run, which first names the install command.
+    if hasattr(family, "check") and missing_extra(config["family"]) is None:
         family.check(config, file)
     return config

@@ -17,6 +17,9 @@ The core imports a family only when a recipe names it, so one family's heavy dep
 from __future__ import annotations
 
 import importlib
+import importlib.util
+
+from ..errors import ReprozooError
 
 FAMILY_MODULES = {
     "classification": "reprozoo.families.classification",
@@ -24,6 +27,36 @@ FAMILY_MODULES = {
     "segmentation": "reprozoo.families.segmentation",
     "text": "reprozoo.families.text",
 }
+
+
+# Families whose framework is an optional extra of the package: (extra, modules it must provide).
+EXTRAS = {
+    "detection": ("openmmlab", ("mmcv", "mmdet", "pycocotools")),
+    "segmentation": ("openmmlab", ("mmcv", "mmseg")),
+}
+
+
+class MissingExtra(ReprozooError):
+    """A family's framework is not installed."""
+
+
+def missing_extra(name: str) -> str | None:
+    """None if family `name` can run here, else a one-line reason naming the install command."""
+    if name not in EXTRAS:
+        return None
+    extra, modules = EXTRAS[name]
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return (f"the {name} family needs the '{extra}' extra ({', '.join(absent)} not installed): "
+            f"`uv sync --extra {extra}` (or `pip install 'reprozoo[{extra}]'`)")
+
+
+def require(name: str) -> None:
+    """Raise a one-line error if family `name` cannot run here."""
+    why = missing_extra(name)
+    if why:
+        raise MissingExtra(why)
 
 
 def family_names() -> list[str]:

@@ -1,0 +1,244 @@
+"""Where `reprozoo repro` runs a stage's command: local processes, SLURM (submitit) or Ray.
+
+Every executor runs the stage's own `cmd` from `dvc.yaml` in a shell, in the stage's working
+directory, with the job's environment (thread count, `CUDA_VISIBLE_DEVICES`) and its output in a
+log file, and reports the command's exit status. The coordinator (`reprozoo.repro`) decides what
+runs where and records results in DVC; executors only run commands. SLURM and Ray assume the
+project folder is on a file system that every node sees at the same path (README, "Scaling out").
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+# exit statuses of a process that was killed rather than failed: a signal (negative in Python),
+# 128+signal from a shell, or SLURM/submitit's preemption. These are retried; anything else is not.
+KILLED = {137, 143, 130, 129}
+
+
+def was_killed(returncode: int) -> bool:
+    return returncode < 0 or returncode in KILLED
+
+
+@dataclass
+class Job:
+    """One pending DVC stage to run."""
+
+    stage: str  # DVC's address, e.g. `train_mnist1d_cnn@0` or `pipelines/x/dvc.yaml:train_y@1`
+    cmd: str
+    wdir: Path
+    log: Path
+    threads: int = 1
+    gpus: int = 0  # devices the recipe asks for
+    estimate: float = 0.0  # seconds, from earlier runs of the recipe; 0 = unknown
+    env: dict = field(default_factory=dict)  # set by the coordinator: threads, devices
+    attempt: int = 0
+
+
+def run_shell(cmd: str, cwd: str, env: dict, log: str) -> int:
+    """Run `cmd` in a shell with `env` added, appending its output to `log`; its exit status.
+
+    Module-level so submitit and Ray can pickle it. A SIGTERM (SLURM's preemption notice, Ray's
+    cancel) is passed on to the command's process group, so it stops like an interrupted run."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+
+
+def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+class LocalExecutor:
+    """Processes on this machine: one per job, each in its own process group."""
+
+    name = "local"
+
+    def __init__(self):
+        self.procs: dict[str, tuple[subprocess.Popen, object]] = {}
+
+    def submit(self, job: Job) -> None:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(job.log, "ab")
+        proc = subprocess.Popen(job.cmd, shell=True, cwd=job.wdir, env={**os.environ, **job.env}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[job.stage] = (proc, out)
+
+    def poll(self) -> dict[str, int]:
+        """Jobs that ended since the last call: stage -> exit status."""
+        done = {}
+        for stage, (proc, out) in list(self.procs.items()):
+            rc = proc.poll()
+            if rc is not None:
+                out.close()
+                done[stage] = rc
+                del self.procs[stage]
+        return done
+
+    def cancel_all(self) -> None:
+        for proc, out in self.procs.values():
+            _kill_group(proc)
+            out.close()
+        self.procs.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class SubmititExecutor:
+    """SLURM through submitit (`cluster='slurm'`), or submitit's own local/debug executors.
+
+    One SLURM job per stage with the job's CPUs and GPUs; `--slurm KEY=VALUE` adds sbatch options
+    (partition, account, time). A job that hits its time limit or is preempted is requeued by
+    submitit's checkpointing and resumes from the run's checkpoint (`reprozoo run` resumes by itself)."""
+
+    name = "slurm"
+
+    def __init__(self, folder: Path, cluster: str | None = "slurm", params: dict | None = None):
+        import submitit
+
+        self.submitit = submitit
+        self.folder = folder
+        self.cluster = cluster
+        self.params = dict(params or {})
+        self.jobs: dict[str, object] = {}
+
+    def _executor(self, job: Job):
+        ex = self.submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
+        params = {"timeout_min": 60 * 24, "cpus_per_task": job.threads, "nodes": 1, "tasks_per_node": 1,
+                  "name": f"reprozoo-{job.stage}"}
+        if job.gpus:
+            params["gpus_per_node"] = job.gpus
+        if self.cluster == "slurm":
+            params["slurm_additional_parameters"] = {}
+        extra = dict(self.params)
+        for key in ("slurm_partition", "slurm_account", "timeout_min", "slurm_qos", "slurm_constraint"):
+            if key in extra:
+                params[key] = extra.pop(key)
+        if extra and self.cluster == "slurm":
+            params["slurm_additional_parameters"].update(extra)
+        ex.update_parameters(**params)
+        return ex
+
+    def submit(self, job: Job) -> None:
+        ex = self._executor(job)
+        self.jobs[job.stage] = ex.submit(ResumableCommand(), job.cmd, str(job.wdir), job.env, str(job.log))
+
+    def job_ids(self) -> dict[str, str]:
+        return {stage: j.job_id for stage, j in self.jobs.items()}
+
+    def attach(self, stage: str, job_id: str) -> None:
+        """Follow a job submitted by an earlier `reprozoo repro --detach`."""
+        cls = self.submitit.SlurmJob if self.cluster == "slurm" else self.submitit.LocalJob
+        self.jobs[stage] = cls(folder=str(self.folder / "%j"), job_id=job_id)
+
+    def poll(self) -> dict[str, int]:
+        done = {}
+        for stage, j in list(self.jobs.items()):
+            if j.done():
+                try:
+                    done[stage] = int(j.result())
+                except Exception as e:  # the job itself failed (node failure, cancelled): show why in its log
+                    with open(self.folder / f"{stage.replace('/', '_')}.error", "w") as f:
+                        f.write(str(e))
+                    done[stage] = 143 if "cancel" in str(e).lower() or "preempt" in str(e).lower() else 1
+                del self.jobs[stage]
+        return done
+
+    def cancel_all(self) -> None:
+        for j in self.jobs.values():
+            j.cancel(check=False)
+        self.jobs.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class ResumableCommand:
+    """A stage command for submitit, requeued on timeout or preemption (`submitit.helpers.Checkpointable`).
+
+    Nothing needs saving: `reprozoo run` resumes from its own last checkpoint when started again."""
+
+    def __call__(self, cmd: str, cwd: str, env: dict, log: str) -> int:
+        return run_shell(cmd, cwd, env, log)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class RayExecutor:
+    """Ray tasks with `num_cpus` (the job's threads) and `num_gpus` (its devices) on a running cluster
+    (`address`), or on a local one started for this command."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("command line", "--executor", "Ray is not installed: `uv sync --extra ray` "
+                              "(or `pip install 'reprozoo[ray]'`)", ["local", "slurm", "ray"]) from None
+        self.ray = ray
+        if not ray.is_initialized():
+            kw = {"address": address} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
+            ray.init(log_to_driver=False, **kw)
+        self.remote = ray.remote(run_shell)
+        self.refs: dict[str, object] = {}
+
+    def submit(self, job: Job) -> None:
+        env = {k: v for k, v in job.env.items() if k != "CUDA_VISIBLE_DEVICES"}  # Ray assigns the GPUs itself
+        task = self.remote.options(num_cpus=job.threads, num_gpus=job.gpus, max_retries=0)
+        self.refs[job.stage] = task.remote(job.cmd, str(job.wdir), env, str(job.log))
+
+    def poll(self) -> dict[str, int]:
+        if not self.refs:
+            return {}
+        by_ref = {ref: stage for stage, ref in self.refs.items()}
+        ready, _ = self.ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+        done = {}
+        for ref in ready:
+            stage = by_ref[ref]
+            try:
+                done[stage] = int(self.ray.get(ref))
+            except Exception:  # the worker died (node lost, OOM-killed): treat as killed, so it is retried
+                done[stage] = 137
+            del self.refs[stage]
+        return done
+
+    def cancel_all(self) -> None:
+        for ref in self.refs.values():
+            self.ray.cancel(ref, force=False)
+        self.refs.clear()
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def wait_any(executor, poll_every: float = 0.5) -> dict[str, int]:
+    """Block until at least one job ends."""
+    while True:
+        done = executor.poll()
+        if done:
+            return done
+        time.sleep(poll_every)

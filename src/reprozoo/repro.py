@@ -1,0 +1,466 @@
+"""`reprozoo repro`: run a DVC pipeline's pending training runs side by side, then let DVC finish.
+
+DVC runs stages one after another. This coordinator asks DVC which train stages are pending (after
+the stages they need have run through `dvc repro`, and after DVC's run-cache has restored what it
+can), runs each one's own `cmd` from `dvc.yaml` through an executor (`reprozoo.executors`), longest
+first, and records each finished run with DVC's own `commit` (`dvc commit -f STAGE`) only if it
+completed, its recipe hash is current, and none of its dependencies changed while it ran. Then
+`dvc repro` runs the comparisons and reports. Afterwards `dvc status` is clean and `dvc.lock` holds
+what a serial `dvc repro` writes (tested; stage order aside, which DVC itself varies from one
+process to the next: its plan walks a graph built with Python's randomised string hashes). Only this process talks to DVC, so there is no race on
+DVC's repository lock (treeverse/dvc#10465).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+from .errors import ConfigError, ReprozooError
+from .executors import Job, LocalExecutor, was_killed
+
+TRAIN_PREFIX = "reprozoo run "
+
+
+class ReproFailed(ReprozooError):
+    """Some runs failed; the others are recorded."""
+
+
+def pipeline_files(names: list[str]) -> list[str]:
+    """`dvc.yaml` paths (relative to the project root) for the PIPELINE arguments: none = the root
+    `dvc.yaml`; `all` = every pipeline; a baseline name, a folder or a dvc.yaml path otherwise."""
+    root = paths.project_root()
+    if not names:
+        names = ["dvc.yaml"]
+    out = []
+    for n in names:
+        if n == "all":
+            out += ["dvc.yaml"] + sorted(str(p.relative_to(root)) for p in (root / "pipelines").glob("*/dvc.yaml"))
+            continue
+        for cand in (root / n, root / n / "dvc.yaml", root / "pipelines" / n / "dvc.yaml"):
+            if cand.is_file():
+                out.append(str(cand.relative_to(root)))
+                break
+        else:
+            known = ["all", "dvc.yaml"] + sorted(p.parent.name for p in (root / "pipelines").glob("*/dvc.yaml"))
+            raise ConfigError("command line", "PIPELINE", f"no pipeline {n!r}", known)
+    return list(dict.fromkeys(out))
+
+
+def _dvc_repo():
+    from dvc.repo import Repo
+
+    return Repo(str(paths.project_root()))
+
+
+def _dep_hashes(stage) -> dict[str, str]:
+    """DVC's own hash of each dependency of `stage` (what `dvc.lock` would record)."""
+    out = {}
+    for dep in stage.deps:
+        if hasattr(dep, "get_hash") and dep.exists:
+            out[str(dep)] = str(dep.get_hash())
+        elif hasattr(dep, "get_hash"):
+            out[str(dep)] = "missing"
+    for p in getattr(stage, "params", ()):  # params deps: their current values
+        out[f"params:{p}"] = json.dumps(p.fill_values if hasattr(p, "fill_values") else str(p.hash_info), default=str)
+    return out
+
+
+def recipe_of(cmd: str) -> tuple[str | None, int | None]:
+    """The recipe reference and seed of a `reprozoo run REF --seed N` command."""
+    if not cmd.startswith(TRAIN_PREFIX):
+        return None, None
+    argv = shlex.split(cmd)[2:]
+    ref, seed = argv[0], None
+    if "--seed" in argv:
+        seed = int(argv[argv.index("--seed") + 1])
+    return ref, seed
+
+
+def _estimate(ref: str, wdir: Path) -> tuple[float, int, str | None]:
+    """(seconds from earlier runs of this recipe or 0, devices it asks for, recipe name)."""
+    from .recipes import load_recipe
+
+    try:
+        recipe = load_recipe(ref if not (wdir / ref).is_file() else str(wdir / ref))
+    except ReprozooError:
+        return 0.0, 0, None
+    walls = []
+    for env in (paths.runs_dir() / recipe.name).glob("seed*/env.json"):
+        try:
+            walls.append(float(json.loads(env.read_text())["wall_seconds"]))
+        except (OSError, ValueError, KeyError):
+            pass
+    timings = _read_timings().get(recipe.name)
+    if not walls and timings:
+        walls.append(timings)
+    devices = int(recipe.config.get("devices", 1) or 1) if isinstance(recipe.config.get("devices", 1), int) else 1
+    return (sum(walls) / len(walls) if walls else 0.0), devices, recipe.name
+
+
+def _timings_file() -> Path:
+    return paths.project_root() / ".reprozoo" / "timings.json"
+
+
+def _read_timings() -> dict:
+    try:
+        return json.loads(_timings_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class Plan:
+    targets: list[str]
+    upstream: list[str] = field(default_factory=list)  # non-train stages the runs need
+    jobs: list[Job] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # from DVC's run-cache
+    hashes: dict[str, dict] = field(default_factory=dict)  # stage -> dep hashes when launched
+    recipes: dict[str, tuple[str, int | None, str | None]] = field(default_factory=dict)  # stage -> (ref, seed, name)
+
+
+def _stages(repo, targets) -> dict:
+    """The stages `dvc repro TARGETS` would visit, upstream ones included, in DVC's own order."""
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    steps = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, targets))
+    return {s.addressing: s for s in steps}
+
+
+def _is_train(stage) -> bool:
+    return (stage.cmd or "").startswith(TRAIN_PREFIX)
+
+
+def plan(targets: list[str], *, threads: int, log_dir: Path, use_run_cache: bool = True, dry: bool = False) -> Plan:
+    """The pending train stages of `targets` as jobs, longest first; upstream stages run first (not when `dry`)."""
+    import networkx as nx
+
+    p = Plan(targets)
+    with _dvc_repo() as repo:
+        stages = _stages(repo, targets)
+        upstream = set()
+        for s in stages.values():
+            if _is_train(s):
+                upstream |= {u.addressing for u in nx.descendants(repo.index.graph, s)}
+        p.upstream = [a for a, s in stages.items() if a in upstream and not _is_train(s)]
+    if p.upstream and not dry:
+        _dvc("repro", *p.upstream)
+    with _dvc_repo() as repo, repo.lock, _quiet_dvc():
+        defined = {s.addressing: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order, unlike DVC's plan
+        for s in _stages(repo, targets).values():
+            if not _is_train(s) or not s.changed():
+                continue
+            if use_run_cache and _restore(repo, s):
+                p.restored.append(s.addressing)
+                continue
+            ref, seed = recipe_of(s.cmd)
+            wdir = Path(s.wdir)
+            est, devices, name = _estimate(ref, wdir)
+            p.recipes[s.addressing] = (ref, seed, name)
+            p.hashes[s.addressing] = _dep_hashes(s)
+            log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
+            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=devices, estimate=est))
+    # longest first; ties (and unknown times) in the order dvc.yaml defines them
+    p.jobs.sort(key=lambda j: (-j.estimate, defined.get(j.stage, 0)))
+    return p
+
+
+class _quiet_dvc:
+    """DVC's in-process commits log 'Updating lock file' at INFO: keep the progress display clean."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("dvc")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+def _restore(repo, stage) -> bool:
+    """Restore `stage` from DVC's run-cache and record it, as `dvc repro` would; False if it has no entry."""
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    try:
+        repo.stage_cache.restore(stage)
+    except RunCacheNotFoundError:
+        return False
+    except Exception:  # a broken cache entry: just run it
+        return False
+    stage.save()
+    stage.commit()
+    stage.dump(update_pipeline=False)
+    return True
+
+
+def _dvc(*args: str, check: bool = True) -> int:
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    rc = subprocess.run([dvc, *args], cwd=paths.project_root()).returncode
+    if check and rc != 0:
+        raise ReproFailed(f"`dvc {' '.join(args)}` failed (exit {rc})")
+    return rc
+
+
+def verify_and_commit(stage_addr: str, plan_: Plan) -> str | None:
+    """Record a finished run in dvc.lock (DVC's `commit --force`) if it is complete, its recipe is the
+    one that is current, and none of its dependencies changed while it ran; else why not."""
+    from .recipes import load_recipe
+
+    with _dvc_repo() as repo, _quiet_dvc():
+        stage = next(iter(repo.stage.collect(stage_addr)))
+        ref, seed, name = plan_.recipes[stage_addr]
+        outs = [Path(str(o)) if Path(str(o)).is_absolute() else Path(stage.wdir) / str(o) for o in stage.outs]
+        for o in outs:
+            if not (o / "metrics.json").exists() and not (o.is_file()):
+                return f"its output {os.path.relpath(o, paths.project_root())} is incomplete"
+        with repo.lock:
+            now = _dep_hashes(stage)
+        before = plan_.hashes[stage_addr]
+        changed = [k for k in before if now.get(k) != before[k]]
+        if changed:
+            return f"{', '.join(changed[:3])} changed while it ran; not recorded (run again)"
+        if name is not None and seed is not None:
+            wdir = Path(stage.wdir)
+            recipe = load_recipe(ref if not (wdir / ref).is_file() else str(wdir / ref))
+            env = json.loads((outs[0] / "env.json").read_text())
+            if env.get("recipe_hash") != recipe.hash:
+                return f"its run holds recipe hash {env.get('recipe_hash')}, the recipe is now {recipe.hash}; not recorded"
+            timings = _read_timings()
+            timings[recipe.name] = env.get("wall_seconds", 0)
+            _timings_file().parent.mkdir(parents=True, exist_ok=True)
+            _timings_file().write_text(json.dumps(timings, indent=1, sort_keys=True))
+        repo.commit(stage_addr, force=True)
+    return None
+
+
+class Progress:
+    """One live line per running job and an overall bar on a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int, slots: int, stream=sys.stderr):
+        self.total, self.slots, self.stream = total, slots, stream
+        self.done = self.failed = 0
+        self.started: dict[str, float] = {}
+        self.logs: dict[str, Path] = {}
+        self.t0 = time.monotonic()
+        self.durations: list[float] = []
+        self.tty = stream.isatty()
+        self.drawn = 0
+
+    def start(self, job: Job) -> None:
+        self.started[job.stage] = time.monotonic()
+        self.logs[job.stage] = job.log
+        if not self.tty:
+            self._line(f"start {job.stage}" + (f" (attempt {job.attempt + 1})" if job.attempt else ""))
+
+    def finish(self, stage: str, ok: bool, note: str = "") -> None:
+        dt = time.monotonic() - self.started.pop(stage, time.monotonic())
+        self.durations.append(dt)
+        self.done += ok
+        self.failed += not ok
+        self._line(f"{'done' if ok else 'FAILED'} {stage} in {dt:.0f} s{'  ' + note if note else ''}")
+
+    def eta(self, remaining_estimates: float) -> float:
+        if remaining_estimates > 0:
+            return remaining_estimates / self.slots
+        n_left = self.total - self.done - self.failed
+        mean = sum(self.durations) / len(self.durations) if self.durations else 0
+        return n_left * mean / self.slots
+
+    def bar(self, remaining_estimates: float = 0.0) -> str:
+        n = self.done + self.failed
+        width = 30
+        fill = int(width * n / max(self.total, 1))
+        eta = self.eta(remaining_estimates)
+        return (f"[{'#' * fill}{'.' * (width - fill)}] {n}/{self.total} runs"
+                f"{f', {self.failed} failed' if self.failed else ''}, {time.monotonic() - self.t0:.0f} s"
+                f"{f', ETA {eta:.0f} s' if n < self.total and eta else ''}")
+
+    def _job_line(self, stage: str) -> str:
+        tail = ""
+        try:
+            with open(self.logs[stage], "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 400))
+                parts = [x.strip() for x in f.read().decode(errors="replace").replace("\r", "\n").split("\n") if x.strip()]
+                tail = parts[-1][-70:] if parts else ""
+        except OSError:
+            pass
+        return f"  {stage[:48]:<48} {time.monotonic() - self.started[stage]:5.0f} s  {tail}"
+
+    def draw(self, remaining_estimates: float = 0.0) -> None:
+        if not self.tty:
+            return
+        lines = [self._job_line(s) for s in self.started] + [self.bar(remaining_estimates)]
+        self._clear()
+        self.stream.write("\n".join(line[:150] for line in lines) + "\n")
+        self.stream.flush()
+        self.drawn = len(lines)
+
+    def _clear(self) -> None:
+        if self.tty and self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _line(self, text: str) -> None:
+        self._clear()
+        print(text + ("" if self.tty else f"   {self.bar()}"), file=self.stream, flush=True)
+
+
+def _gpu_pool(gpus: str | None) -> list[str] | None:
+    if gpus is None:
+        return None
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids) or len(set(ids)) != len(ids):
+        raise ConfigError("command line", "--gpus", f"expected distinct GPU indices like 0,1,2, got {gpus!r}")
+    return ids
+
+
+def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: int) -> tuple[list[str], dict[str, str]]:
+    """Run the plan's jobs, `slots` at a time; returns (recorded stages, failed stage -> reason)."""
+    queue = list(p.jobs)
+    free_gpus = list(gpus) if gpus is not None else None
+    held: dict[str, list[str]] = {}
+    running: dict[str, Job] = {}
+    recorded: list[str] = []
+    failed: dict[str, str] = {}
+    progress = Progress(len(p.jobs), slots)
+    for job in queue:
+        if free_gpus is not None and job.gpus > len(free_gpus):
+            raise ConfigError(job.stage, "devices", f"asks for {job.gpus} GPUs, --gpus gives {len(free_gpus)}")
+
+    def launch():
+        while queue and len(running) < slots:
+            job = next((j for j in queue if free_gpus is None or j.gpus <= len(free_gpus)), None)
+            if job is None:
+                return
+            queue.remove(job)
+            job.env = {"REPROZOO_THREADS": str(job.threads), "OMP_NUM_THREADS": str(job.threads)}
+            if free_gpus is not None:
+                take = max(job.gpus, 1)
+                held[job.stage], free_gpus[:] = free_gpus[:take], free_gpus[take:]
+                job.env["CUDA_VISIBLE_DEVICES"] = ",".join(held[job.stage])
+            executor.submit(job)
+            running[job.stage] = job
+            progress.start(job)
+
+    def remaining() -> float:
+        return sum(j.estimate for j in queue) + sum(
+            max(j.estimate - (time.monotonic() - progress.started.get(j.stage, time.monotonic())), 0) for j in running.values())
+
+    try:
+        launch()
+        while running:
+            done = executor.poll()
+            if not done:
+                progress.draw(remaining())
+                time.sleep(0.5)
+                continue
+            for stage, rc in done.items():
+                job = running.pop(stage)
+                if free_gpus is not None:
+                    free_gpus.extend(held.pop(stage, []))
+                if rc != 0 and was_killed(rc) and job.attempt < retries:
+                    job.attempt += 1
+                    progress.finish(stage, False, f"killed (exit {rc}); retrying, it resumes from its checkpoint")
+                    progress.failed -= 1
+                    progress.total += 1
+                    queue.insert(0, job)
+                    continue
+                launch()  # keep the slot busy while DVC records the finished run
+                if rc != 0:
+                    why = f"exit {rc}" + (" (killed)" if was_killed(rc) else "") + f"; log: {os.path.relpath(job.log)}"
+                    failed[stage] = why
+                    progress.finish(stage, False, why)
+                    continue
+                problem = verify_and_commit(stage, p)
+                if problem:
+                    failed[stage] = problem
+                    progress.finish(stage, False, problem)
+                else:
+                    recorded.append(stage)
+                    progress.finish(stage, True)
+            launch()
+    except KeyboardInterrupt:
+        executor.cancel_all()
+        progress._clear()
+        print(f"\ninterrupted: {len(recorded)} finished runs are recorded in dvc.lock; the {len(running)} running "
+              f"ones stopped and resume from their last checkpoint when you run the same command again.",
+              file=sys.stderr)
+        raise
+    progress._clear()
+    print(progress.bar(), file=sys.stderr)
+    return recorded, failed
+
+
+def downstream_ok_targets(targets: list[str], failed: list[str]) -> list[str]:
+    """The non-train stages of `targets` that do not depend on a failed stage."""
+    import networkx as nx
+
+    with _dvc_repo() as repo:
+        stages = _stages(repo, targets)
+        bad = set()
+        for a in failed:
+            if a in stages:
+                bad |= {s.addressing for s in nx.ancestors(repo.index.graph, stages[a])} | {a}
+        return [a for a, s in stages.items() if a not in bad and not _is_train(s)]
+
+
+def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dict):
+    if name == "local":
+        return LocalExecutor()
+    if name == "slurm":
+        from .executors import SubmititExecutor
+
+        cluster = options.pop("cluster", "slurm")
+        return SubmititExecutor(paths.project_root() / ".reprozoo" / "slurm", cluster=cluster, params=options)
+    if name == "ray":
+        from .executors import RayExecutor
+
+        return RayExecutor(address=options.get("address"), num_cpus=slots if not options.get("address") else None,
+                           num_gpus=len(gpus) if gpus is not None else None)
+    raise ConfigError("command line", "--executor", f"unknown executor {name!r}", ["local", "ray", "slurm"])
+
+
+def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus: str | None = None, threads: int | None = None,
+          retries: int = 1, dry: bool = False, options: dict | None = None, run_cache: bool = True) -> int:
+    if jobs < 1:
+        raise ConfigError("command line", "--jobs", f"must be at least 1, got {jobs}")
+    if retries < 0:
+        raise ConfigError("command line", "--retries", f"must be 0 or more, got {retries}")
+    targets = pipeline_files(pipelines)
+    threads = threads or int(os.environ.get("REPROZOO_THREADS", "1"))
+    pool = _gpu_pool(gpus)
+    log_dir = paths.project_root() / ".reprozoo" / "logs"
+    p = plan(targets, threads=threads, log_dir=log_dir, use_run_cache=run_cache and not dry, dry=dry)
+    for s in p.restored:
+        print(f"restored {s} from DVC's run-cache", file=sys.stderr)
+    if dry:
+        for j in p.jobs:
+            print(f"{j.stage:<60} {f'~{j.estimate:.0f} s' if j.estimate else 'time unknown'}  {j.cmd}")
+        print(f"{len(p.jobs)} pending runs", file=sys.stderr)
+        return 0
+    print(f"{len(p.jobs)} pending runs, {jobs} at a time on {executor}"
+          f"{f' (GPUs {gpus})' if pool else ''}, {threads} thread(s) each; logs in {os.path.relpath(log_dir)}/", file=sys.stderr)
+    ex = make_executor(executor, slots=jobs, gpus=pool, options=dict(options or {}))
+    try:
+        recorded, failed = run_jobs(p, ex, slots=jobs, gpus=pool, retries=retries)
+    finally:
+        ex.close()
+    if failed:
+        print(f"{len(failed)} run(s) failed, {len(recorded)} recorded:", file=sys.stderr)
+        for s, why in failed.items():
+            print(f"  {s}: {why}", file=sys.stderr)
+        rest = downstream_ok_targets(targets, list(failed))
+        if rest:
+            _dvc("repro", *rest, check=False)
+        return 1
+    return _dvc("repro", *targets, check=False)

@@ -1,0 +1,186 @@
+"""`reprozoo repro`: pending runs side by side, recorded in DVC as a serial `dvc repro` records them."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import write
+from test_pipeline import BIN, _copy_repo, _repro, pipeline, tiny_baseline_repo
+
+TARGET = "pipelines/tiny/dvc.yaml"
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "REPROZOO_ROOT": str(root)}
+
+
+def _reprozoo_repro(root: Path, *args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reprozoo.cli", "repro", *args], cwd=root, env=_env(root),
+                          capture_output=True, text=True, **kw)
+
+
+def _three_seeds(tmp_path: Path, name: str, extra: dict | None = None) -> Path:
+    root, params = tiny_baseline_repo(tmp_path / name, extra)
+    params["tiny"]["seeds"] = [0, 1, 2]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(root, "tiny")
+    return root
+
+
+def _metrics(root: Path, recipe="tiny_mlp") -> dict[int, bytes]:
+    return {int(p.parent.name[4:]): p.read_bytes() for p in sorted((root / "runs" / recipe).glob("seed*/metrics.json"))}
+
+
+def _lock_without_run_hashes(lock: Path) -> dict:
+    """The lock file's stages, except the hashes of runs and reports: a run's env.json holds its start and wall
+    time, and the reports summarise them, so two serial `dvc repro`s differ there too (metrics are compared
+    bitwise below). A mapping: DVC's own serial order of new stages varies between processes (hash seed)."""
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    for st in stages.values():
+        for entry in st.get("deps", []) + st.get("outs", []):
+            if entry["path"].startswith(("runs/", "reports/")):
+                for k in ("md5", "size", "nfiles"):
+                    entry.pop(k, None)
+    return stages
+
+
+def test_parallel_repro_records_what_serial_dvc_repro_records(tmp_path):
+    serial = _three_seeds(tmp_path, "serial")
+    _repro(serial, TARGET)
+    parallel = _three_seeds(tmp_path, "parallel")
+    out = _reprozoo_repro(parallel, "tiny", "--jobs", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 pending runs, 2 at a time on local" in out.stderr
+    assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 3
+    for lock in ("dvc.lock", "pipelines/tiny/dvc.lock"):
+        assert _lock_without_run_hashes(parallel / lock) == _lock_without_run_hashes(serial / lock), lock
+    assert _metrics(parallel) == _metrics(serial) and len(_metrics(serial)) == 3  # bitwise, same machine
+    status = subprocess.run([os.path.join(BIN, "dvc"), "status", TARGET], cwd=parallel, env=_env(parallel),
+                            capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    again = _reprozoo_repro(parallel, "tiny", "--jobs", "2")
+    assert again.returncode == 0 and "0 pending runs" in again.stderr
+
+
+def test_longest_first_from_earlier_wall_times_and_dry_listing(tmp_path):
+    root = _three_seeds(tmp_path, "r", {"recipes/classification/tiny_mlp2.yaml": "extends: tiny_mlp\n"})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tiny"]["recipes"] = ["tiny_mlp2"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(root, "tiny")
+    out = _reprozoo_repro(root, "tiny", "--dry")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    stage = "pipelines/tiny/dvc.yaml:train_tiny_mlp"
+    assert [ln.split()[0] for ln in lines] == [f"{stage}@{s}" for s in (0, 1, 2)] + [f"{stage}2@{s}" for s in (0, 1, 2)]
+    assert all("time unknown" in ln for ln in lines) and "6 pending runs" in out.stderr
+    (root / ".reprozoo").mkdir()
+    (root / ".reprozoo" / "timings.json").write_text('{"tiny_mlp": 5.0, "tiny_mlp2": 50.0}')
+    lines = _reprozoo_repro(root, "tiny", "--dry").stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == [f"{stage}2@{s}" for s in (0, 1, 2)] + [f"{stage}@{s}" for s in (0, 1, 2)]
+    assert "~50 s" in lines[0] and "~5 s" in lines[-1]
+    assert not (root / "datasets").exists()  # a dry listing runs nothing
+
+
+def _pid_of(pattern: str, timeout: float = 60) -> int:
+    end = time.time() + timeout
+    while time.time() < end:
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if pattern in cmd and "/bin/sh" not in cmd:
+                    return int(p.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no process {pattern!r}")
+
+
+def test_killed_run_is_retried_and_resumes_a_failing_run_is_listed_and_skips_reports(tmp_path):
+    reference = _three_seeds(tmp_path, "ref")
+    _repro(reference, TARGET)
+    # a second recipe in the baseline that diverges at once: the NaN guard stops it (a deterministic error)
+    bad = {"recipes/classification/tiny_bad.yaml": "extends: tiny_mlp\noptim: {lr: 1.0e+30}\n"}
+    root = _three_seeds(tmp_path, "run", bad)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tiny"]["recipes"] = ["tiny_bad"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(root, "tiny")
+    proc = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--jobs", "2", "--retries", "1"],
+                            cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = _pid_of("reprozoo run tiny_mlp --seed 0")
+    work = root / ".reprozoo" / "work" / "tiny_mlp"
+    end = time.time() + 120
+    while not list(work.glob("seed0-*/iter_100.pth")) and time.time() < end:  # killed after its first checkpoint
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out + err
+    assert "killed (exit 137); retrying, it resumes from its checkpoint" in err, err
+    assert "3 run(s) failed, 3 recorded" in err
+    assert "train_tiny_bad@0: exit 2; log: .reprozoo/logs/pipelines_tiny_dvc.yaml_train_tiny_bad@0.log" in err
+    log = (root / ".reprozoo/logs/pipelines_tiny_dvc.yaml_train_tiny_bad@0.log").read_text()
+    assert "non-finite" in log
+    assert err.count("train_tiny_bad@0 in") == 1  # not retried
+    env0 = yaml.safe_load((root / "runs/tiny_mlp/seed0/env.json").read_text())
+    assert env0["resumed_from_iter"] == 100
+    assert _metrics(root) == _metrics(reference)  # the resumed run equals the uninterrupted one
+    assert not (root / "reports/tiny.json").exists()  # the comparison needs the failed run: skipped
+    lock = yaml.safe_load((root / TARGET.replace(".yaml", ".lock")).read_text())["stages"]
+    assert sorted(lock) == [f"train_tiny_mlp@{s}" for s in (0, 1, 2)]
+    _repro(root, "pipelines/tiny/dvc.yaml:train_tiny_mlp", command="status")  # dvc agrees they are done
+
+
+def test_a_recipe_edited_while_its_run_is_in_flight_is_not_recorded(tmp_path):
+    root = _three_seeds(tmp_path, "r")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["tiny"]["seeds"] = [0]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(root, "tiny")
+    proc = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--jobs", "1"],
+                            cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _pid_of("reprozoo run tiny_mlp --seed 0")
+    recipe = root / "recipes/classification/tiny_mlp.yaml"
+    recipe.write_text(recipe.read_text() + "optim: {lr: 0.002}\n")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out + err
+    assert "recipes/classification/tiny_mlp.yaml changed while it ran; not recorded" in err
+    assert not (root / TARGET.replace(".yaml", ".lock")).exists() or "train_tiny_mlp@0" not in (
+        root / TARGET.replace(".yaml", ".lock")).read_text()
+
+
+def test_gpus_are_shared_out_without_overlap(tmp_path, monkeypatch):
+    from reprozoo import repro
+    from reprozoo.executors import Job, LocalExecutor
+
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    jobs = [Job(f"s{i}", f"echo $CUDA_VISIBLE_DEVICES > {seen}/s{i}; sleep 1", tmp_path, tmp_path / f"s{i}.log", gpus=1)
+            for i in range(4)]
+    jobs.append(Job("two", f"echo $CUDA_VISIBLE_DEVICES > {seen}/two; sleep 1", tmp_path, tmp_path / "two.log", gpus=2))
+    monkeypatch.setattr(repro, "verify_and_commit", lambda stage, p: None)
+    p = repro.Plan(["x"], jobs=jobs)
+    recorded, failed = repro.run_jobs(p, LocalExecutor(), slots=4, gpus=["0", "1", "2", "3"], retries=0)
+    assert not failed and sorted(recorded) == ["s0", "s1", "s2", "s3", "two"]
+    got = {p.name: p.read_text().strip() for p in seen.iterdir()}
+    assert sorted(got[f"s{i}"] for i in range(4)) == ["0", "1", "2", "3"]  # four at once: one each
+    assert len(got["two"].split(",")) == 2
+    with pytest.raises(Exception, match="asks for 5 GPUs"):
+        repro.run_jobs(repro.Plan(["x"], jobs=[Job("big", "true", tmp_path, tmp_path / "b.log", gpus=5)]),
+                       LocalExecutor(), slots=1, gpus=["0", "1"], retries=0)
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    root = _copy_repo(tmp_path / "r")
+    for args, msg in ((["nope"], "no pipeline 'nope'"), (["--jobs", "0"], "key '--jobs': must be at least 1"),
+                      (["--gpus", "0,0"], "expected distinct GPU indices")):
+        out = _reprozoo_repro(root, *args)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("reprozoo: error:") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert msg in out.stderr, out.stderr
