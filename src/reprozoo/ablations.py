@@ -160,11 +160,13 @@ def arm_texts(ab: Ablation) -> dict[Path, str]:
 
 def train_missing(ab: Ablation, *, threads=None, progress=True) -> None:
     """Train every (arm, seed) run that is not finished yet (what `dvc repro` does, without DVC)."""
+    from .families import require
     from .runs import execute
 
     write_arms(ab)
     for arm in ab.arms():
         recipe = ab.recipe(arm)
+        require(recipe.family)
         for seed in ab.config["seeds"]:
             execute(recipe, seed, threads=threads, progress=progress)
 

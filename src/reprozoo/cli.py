@@ -73,10 +73,12 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .families import require
     from .recipes import load_recipe
     from .runs import execute, run_dir
 
     recipe = load_recipe(args.recipe)
+    require(recipe.family)
     for seed in args.seed:
         metrics = execute(recipe, seed, force=args.force, threads=args.threads, progress=not args.no_progress)
         print(f"{run_dir(recipe.name, seed)}: {metrics}")
