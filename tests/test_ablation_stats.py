@@ -55,3 +55,20 @@ def test_large_effect_is_adopted_and_harm_rejected():
 def test_needs_two_paired_seeds():
     with pytest.raises(ValueError, match="at least 2 seeds"):
         compare_rows([("a", "b", {0: 1.0}, {0: 2.0, 1: 3.0})])
+
+
+def test_holm_vectorised_equals_statsmodels_and_adopt_stability():
+    from statsmodels.stats.multitest import multipletests
+
+    from reprozoo.ablation_stats import _holm, adopt_stability
+
+    p = np.random.default_rng(0).uniform(0, 0.2, size=(50, 4))
+    assert np.allclose(_holm(p), [multipletests(row, method="holm")[1] for row in p])
+    big = np.array([5.0, 5.5, 4.5, 5.2, 4.8])  # a clear gain, far above a reference std of 1
+    none = np.array([0.3, -0.4, 0.1, -0.2, 0.2])  # no effect
+    edge = np.array([0.2, 1.5, 0.4, 1.2, 0.9])  # borderline
+    st = adopt_stability([big, none, edge], [1.0, 1.0, 0.3], ["yes", "unclear", "yes"])
+    assert st[0] == 1.0 and st[1] > 0.9 and 0.2 < st[2] < 0.9
+    assert adopt_stability([np.array([1.0, 1.0])], [0.1], ["yes"]) == [None]
+    rows = compare_rows([("a", "b", dict(enumerate(10 + big)), dict(enumerate(np.full(5, 10.0) + none)))])
+    assert rows[0].adopt == "yes" and rows[0].stability == 1.0

@@ -24,9 +24,9 @@ def _reprozoo_repro(root: Path, *args, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, **kw)
 
 
-def _three_seeds(tmp_path: Path, name: str, extra: dict | None = None) -> Path:
+def _three_seeds(tmp_path: Path, name: str, extra: dict | None = None, seeds=(0, 1, 2)) -> Path:
     root, params = tiny_baseline_repo(tmp_path / name, extra)
-    params["tiny"]["seeds"] = [0, 1, 2]
+    params["tiny"]["seeds"] = list(seeds)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     pipeline(root, "tiny")
     return root
@@ -50,16 +50,16 @@ def _lock_without_run_hashes(lock: Path) -> dict:
 
 
 def test_parallel_repro_records_what_serial_dvc_repro_records(tmp_path):
-    serial = _three_seeds(tmp_path, "serial")
+    serial = _three_seeds(tmp_path, "serial", seeds=(0, 1))
     _repro(serial, TARGET)
-    parallel = _three_seeds(tmp_path, "parallel")
+    parallel = _three_seeds(tmp_path, "parallel", seeds=(0, 1))
     out = _reprozoo_repro(parallel, "tiny", "--jobs", "2")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "3 pending runs, 2 at a time on local" in out.stderr
-    assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 3
+    assert "2 pending runs, 2 at a time on local" in out.stderr
+    assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 2
     for lock in ("dvc.lock", "pipelines/tiny/dvc.lock"):
         assert _lock_without_run_hashes(parallel / lock) == _lock_without_run_hashes(serial / lock), lock
-    assert _metrics(parallel) == _metrics(serial) and len(_metrics(serial)) == 3  # bitwise, same machine
+    assert _metrics(parallel) == _metrics(serial) and len(_metrics(serial)) == 2  # bitwise, same machine
     status = subprocess.run([os.path.join(BIN, "dvc"), "status", TARGET], cwd=parallel, env=_env(parallel),
                             capture_output=True, text=True)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
@@ -178,9 +178,78 @@ def test_gpus_are_shared_out_without_overlap(tmp_path, monkeypatch):
 
 def test_bad_arguments_are_one_line(tmp_path):
     root = _copy_repo(tmp_path / "r")
-    for args, msg in ((["nope"], "no pipeline 'nope'"), (["--jobs", "0"], "key '--jobs': must be at least 1"),
+    for args, msg in ((["nope"], "no pipeline or stage 'nope'"), (["--jobs", "0"], "key '--jobs': must be at least 1"),
                       (["--gpus", "0,0"], "expected distinct GPU indices")):
         out = _reprozoo_repro(root, *args)
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith("reprozoo: error:") and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert msg in out.stderr, out.stderr
+
+
+FAKE_SLURM = Path(__file__).with_name("fake_slurm")
+
+
+def test_slurm_through_submitit_with_a_fake_cluster_and_detach(tmp_path):
+    """sbatch/srun/sacct/scancel stand-ins on PATH run each job on this machine, as a one-node cluster would."""
+    root = _three_seeds(tmp_path, "r", seeds=(0, 1))
+    env = {**_env(root), "PATH": f"{FAKE_SLURM}{os.pathsep}{_env(root)['PATH']}", "FAKE_SLURM_DIR": str(tmp_path / "slurm")}
+    args = [sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--executor", "slurm", "--jobs", "3",
+            "-o", "slurm_partition=gpu", "-o", "mem=4G"]
+    out = subprocess.run([*args, "--detach"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted 2 jobs (101, 102;" in out.stderr
+    script = (tmp_path / "slurm" / "101.sbatch").read_text()
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --mem=4G" in script and "#SBATCH --cpus-per-task=1" in script
+    out = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=600)  # collects, no resubmission
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not (tmp_path / "slurm" / "103.sbatch").exists()
+    assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 2
+    assert (root / "reports/tiny.md").exists() and not (root / ".reprozoo/slurm/jobs.json").exists()
+    status = subprocess.run([os.path.join(BIN, "dvc"), "status", TARGET], cwd=root, env=env, capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+
+
+def test_ray_executor_on_a_local_ray(tmp_path):
+    root = _three_seeds(tmp_path, "r", seeds=(0, 1))
+    out = _reprozoo_repro(root, "tiny", "--executor", "ray", "--jobs", "2", timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 2
+    assert len(_metrics(root)) == 2 and (root / "reports/tiny.md").exists()
+
+
+def test_gpu_smoke_script_runs_every_family_on_a_cpu(tmp_path):
+    """benchmarks/gpu_smoke.py's CUDA-free parts: each family's step and the JSON it writes (on a GPU machine the
+    same script runs with --device cuda and compiles mmcv's CUDA ops)."""
+    out = tmp_path / "smoke.json"
+    run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks/gpu_smoke.py"), "--device", "cpu",
+                          "--out", str(out), "--iters", "4", "--resnet-iters", "2", "6"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1200, env={**os.environ, "REPROZOO_THREADS": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = yaml.safe_load(out.read_text())
+    for step in ("environment", "classification", "resnet20", "text", "segmentation", "detection"):
+        assert result[step]["ok"], (step, result[step])
+    assert result["all_ok"] and result["environment"]["cuda_available"] is False
+    assert result["classification"]["device"].startswith("cpu") and "amp: false" in result["classification"]["speed"]
+    assert result["resnet20"]["iters_per_s"] > 0 and set(result["resnet20"]["walls"]) == {2, 6}
+    for family in ("text", "segmentation", "detection"):
+        assert result[family]["device"].startswith("cpu") and result[family]["metrics"], result[family]
+
+
+def test_an_openmmlab_recipe_without_the_extra_names_the_install_command(tmp_path, monkeypatch):
+    """Without mmcv/mmseg/mmdet the core still loads every recipe (their schema is checked), and running one of
+    those families stops with one line naming the extra."""
+    import importlib.util
+
+    from reprozoo import families
+    from reprozoo.errors import ReprozooError
+    from reprozoo.recipes import load_recipe
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("mmcv", "mmseg", "mmdet") else real(name, *a))
+    monkeypatch.setenv("REPROZOO_ROOT", str(Path(__file__).parents[1]))
+    recipe = load_recipe("unet_fcn_drive_64x64")
+    assert recipe.family == "segmentation"
+    with pytest.raises(ReprozooError, match=r"the segmentation family needs the 'openmmlab' extra \(mmcv, mmseg not "
+                                            r"installed\): `uv sync --extra openmmlab`"):
+        families.require("segmentation")
+    families.require("classification")  # nothing needed

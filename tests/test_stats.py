@@ -71,3 +71,19 @@ def test_a_real_gap_is_found():
     rng = np.random.default_rng(1)
     found = sum(verdict(rng.normal(86, 1, 5), 94, tolerance=0.5).verdict == "below" for _ in range(200))
     assert found == 200
+
+
+def test_stability_is_the_replication_probability_of_the_verdict():
+    from reprozoo.stats import stability
+
+    far = [60.0, 60.5, 59.5, 60.2, 59.8]  # 10 points under 70 with a tiny spread: below, every time
+    assert verdict(far, 70.0).verdict == "below" and stability(far, 70.0) == 1.0
+    # an interval that just reaches the bound: about as likely to flip as not
+    x = np.array([-0.5, -0.25, 0.0, 0.25, 0.5])
+    half = st.t.ppf(0.975, 4) * x.std(ddof=1) * math.sqrt(1 / 5 + 1)
+    edge = x + 2.0 - half - 1e-6  # the interval's upper end sits just under tolerance + margin = 2
+    assert verdict(edge, 0.0).verdict == "reproduced"
+    assert 0.3 < stability(edge, 0.0) < 0.7
+    assert stability(edge, 0.0, seed=1) != stability(edge, 0.0, seed=2)  # simulated, from a seed
+    assert stability(edge, 0.0) == stability(edge, 0.0)
+    assert stability([1.0], 0.0) is None and stability([1.0, 1.0], 0.0) is None

@@ -195,7 +195,20 @@ def cmd_repro(args) -> int:
         k, v = kv.split("=", 1)
         options[k] = v
     return repro(args.pipelines, jobs=args.jobs, executor=args.executor, gpus=args.gpus, threads=args.threads,
-                 retries=args.retries, dry=args.dry, options=options, run_cache=not args.no_run_cache)
+                 retries=args.retries, dry=args.dry, options=options, run_cache=not args.no_run_cache, detach=args.detach,
+                 gpus_per_run=args.gpus_per_run)
+
+
+def cmd_settle(args) -> int:
+    from .settle import settle
+
+    r = settle(args.target, max_seeds=args.max_seeds, stable=args.stable, step=args.step, jobs=args.jobs)
+    for label, c in r["looks"][-1]["conclusions"].items():
+        st = "" if c["stability"] is None else f", stable {100 * c['stability']:.0f}%"
+        print(f"{label:<48} {c['conclusion']}{st} (n={c['n']})  {'settled: ' + c['why'] if c['settled'] else 'FRAGILE'}")
+    print(f"stopped: {r['stopped_because']}; seeds {len(r['seeds_start'])} -> {len(r['seeds_end'])}; "
+          f"wrote reports/settle/{args.target}.md")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -225,14 +238,25 @@ def main(argv=None) -> int:
     s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (default 2)")
     s.add_argument("--executor", default="local", choices=["local", "slurm", "ray"], help="where runs go (default local)")
     s.add_argument("--gpus", default=None, help="GPU indices to share out, e.g. 0,1,2,3: each run gets its own (CUDA_VISIBLE_DEVICES)")
+    s.add_argument("--gpus-per-run", type=int, default=None, help="GPUs each run gets (default 1 with --gpus, else 0); "
+                   "slurm/ray ask the scheduler for them")
     s.add_argument("--threads", type=int, default=None, help="torch threads per run (default: $REPROZOO_THREADS or 1, as `dvc repro`)")
     s.add_argument("--retries", type=int, default=1, help="re-runs of a run killed by a signal, OOM or preemption (default 1); it resumes")
     s.add_argument("--dry", action="store_true", help="list the pending runs, longest first, and stop")
     s.add_argument("--no-run-cache", action="store_true", help="do not restore runs from DVC's run-cache")
+    s.add_argument("--detach", action="store_true", help="slurm: submit and exit; the next `reprozoo repro` collects the jobs")
     s.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="executor options: slurm: slurm_partition=, slurm_account=, timeout_min=, cluster=local|debug|slurm, "
                         "any other sbatch option; ray: address=")
     s.set_defaults(func=cmd_repro)
+
+    s = sub.add_parser("settle", help="add seeds in rounds until every verdict / adopt decision of a baseline or ablation is settled")
+    s.add_argument("target", help="a baseline with a params.yaml section, or an ablation")
+    s.add_argument("--max-seeds", type=int, default=20, help="cap on seeds (default 20)")
+    s.add_argument("--stable", type=float, default=0.9, help="replication share that counts as stable (default 0.9)")
+    s.add_argument("--step", type=int, default=5, help="seeds added per round (default 5)")
+    s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (reprozoo repro)")
+    s.set_defaults(func=cmd_settle)
 
     s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")
     s.add_argument("baseline", help="claims file name under baselines/ (see `reprozoo list claims`)")

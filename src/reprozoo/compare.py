@@ -13,7 +13,7 @@ from .io import read_json, write_json
 from .pipeline import baseline_params, baseline_recipe_names, load_params
 from .recipes import recipe_names
 from .runs import existing_seeds, run_dir
-from .stats import summarize, verdict
+from .stats import STABLE, stability, summarize, verdict
 
 
 def _value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None = None) -> float:
@@ -63,9 +63,11 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
             entry["summary"] = {k: _finite(v) for k, v in asdict(summarize(values)).items()}
         if comparable:
             v = verdict(values, c.value, std=c.std, n=c.n, tolerance=c.tolerance, margin=c.margin).as_dict()
+            v["stability"] = stability(values, c.value, std=c.std, n=c.n, tolerance=c.tolerance, margin=c.margin)
+            v["fragile"] = v["stability"] is not None and v["stability"] < STABLE
         else:  # e.g. GLUE's test-server numbers: the test labels are withheld, so runs score the dev set
             v = {"verdict": NOT_COMPARABLE, "difference": None, "low": None, "high": None, "df": None,
-                 "tolerance": c.tolerance, "margin": c.margin, "seeds_needed": None,
+                 "tolerance": c.tolerance, "margin": c.margin, "seeds_needed": None, "stability": None, "fragile": False,
                  "reason": f"the claim is on split {c.split!r} but the runs measure {', '.join(map(repr, splits))}: "
                            f"a number from one split cannot be compared with a number published on another"}
         entry.update({k: _finite(x) for k, x in v.items()})

@@ -124,8 +124,8 @@ class SubmititExecutor:
 
     def _executor(self, job: Job):
         ex = self.submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
-        params = {"timeout_min": 60 * 24, "cpus_per_task": job.threads, "nodes": 1, "tasks_per_node": 1,
-                  "name": f"reprozoo-{job.stage}"}
+        name = "reprozoo-" + "".join(c if c.isalnum() or c in "-_@." else "_" for c in job.stage)
+        params = {"timeout_min": 60 * 24, "cpus_per_task": job.threads, "nodes": 1, "tasks_per_node": 1, "name": name}
         if job.gpus:
             params["gpus_per_node"] = job.gpus
         if self.cluster == "slurm":
@@ -133,7 +133,7 @@ class SubmititExecutor:
         extra = dict(self.params)
         for key in ("slurm_partition", "slurm_account", "timeout_min", "slurm_qos", "slurm_constraint"):
             if key in extra:
-                params[key] = extra.pop(key)
+                params[key] = int(extra.pop(key)) if key == "timeout_min" else extra.pop(key)
         if extra and self.cluster == "slurm":
             params["slurm_additional_parameters"].update(extra)
         ex.update_parameters(**params)

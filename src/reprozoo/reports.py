@@ -9,7 +9,7 @@ from .io import atomic_write_bytes, atomic_write_text, read_json
 from .pipeline import DEFAULT_BASELINE, pipeline_file
 
 COLUMNS = ["recipe", "metric", "split", "published", "source", "n", "mean", "std", "ci_low", "ci_high",
-           "difference", "interval_low", "interval_high", "tolerance", "margin", "verdict", "seeds_needed"]
+           "difference", "interval_low", "interval_high", "tolerance", "margin", "verdict", "stability", "seeds_needed"]
 
 
 def _claims(result: dict) -> list[dict]:
@@ -18,6 +18,15 @@ def _claims(result: dict) -> list[dict]:
 
 def _fmt(x, nd=2):
     return "–" if x is None else f"{x:.{nd}f}"
+
+
+def stable_note(stability: float | None) -> str:
+    """', stable 87%' (or ', FRAGILE: stable 62%' under the threshold) for a verdict or an adopt decision."""
+    from .stats import STABLE
+
+    if stability is None:
+        return ""
+    return f", {'**fragile**: ' if stability < STABLE else ''}stable {100 * stability:.0f}%"
 
 
 def summary_rows(result: dict) -> list[dict]:
@@ -29,6 +38,7 @@ def summary_rows(result: dict) -> list[dict]:
                      "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"), "difference": c["difference"],
                      "interval_low": c["low"], "interval_high": c["high"], "tolerance": c["tolerance"],
                      "margin": c["margin"], "verdict": c["verdict"], "seeds_needed": c["seeds_needed"],
+                     "stability": c.get("stability"), "fragile": c.get("fragile", False),
                      "reason": c.get("reason", "")})
     return rows
 
@@ -56,7 +66,7 @@ def markdown(result: dict) -> str:
              "| recipe | metric (split) | published | ours: mean ± std (n) | 95% CI of mean | ours − published [95% interval] | verdict |",
              "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        verdict = f"**{r['verdict']}**"
+        verdict = f"**{r['verdict']}**" + stable_note(r.get("stability"))
         if r["verdict"] == "not comparable":
             verdict += f": {r['reason']}"
         elif r["verdict"] == "inconclusive":
@@ -86,6 +96,9 @@ def markdown(result: dict) -> str:
                   "distribution, i.e. a prediction interval). `below`/`above`: the whole interval lies beyond "
                   "±tolerance. `reproduced`: the whole interval lies within ±(tolerance + margin). Otherwise "
                   "`inconclusive`; `not comparable`: the claim is on a split the runs do not measure. "
+                  "`stable N%`: in N% of 2000 simulated replications (as many seeds again, normal with our mean and "
+                  "std: what another machine or other seeds would give) the rule reaches the same verdict; under 90% "
+                  "it is marked **fragile** (`reprozoo settle` adds seeds until it is not). "
                   "Full rule: README.md, section \"Verdicts\".", ""]
     else:
         lines.append("")

@@ -34,8 +34,9 @@ class ReproFailed(ReprozooError):
 
 
 def pipeline_files(names: list[str]) -> list[str]:
-    """`dvc.yaml` paths (relative to the project root) for the PIPELINE arguments: none = the root
-    `dvc.yaml`; `all` = every pipeline; a baseline name, a folder or a dvc.yaml path otherwise."""
+    """DVC targets for the PIPELINE arguments: none = the root `dvc.yaml`; `all` = every pipeline; a baseline
+    name or a folder = its `dvc.yaml`; anything else is passed to DVC as a stage target (`train_mnist1d_cnn`,
+    `pipelines/x/dvc.yaml:train_y@0`), as `dvc repro TARGET` takes it."""
     root = paths.project_root()
     if not names:
         names = ["dvc.yaml"]
@@ -49,9 +50,20 @@ def pipeline_files(names: list[str]) -> list[str]:
                 out.append(str(cand.relative_to(root)))
                 break
         else:
-            known = ["all", "dvc.yaml"] + sorted(p.parent.name for p in (root / "pipelines").glob("*/dvc.yaml"))
-            raise ConfigError("command line", "PIPELINE", f"no pipeline {n!r}", known)
+            out.append(n)
     return list(dict.fromkeys(out))
+
+
+def _check_targets(targets: list[str]) -> None:
+    from dvc.exceptions import DvcException
+
+    with _dvc_repo() as repo:
+        for t in targets:
+            try:
+                repo.stage.collect(t)
+            except DvcException:
+                known = ["all", "dvc.yaml"] + sorted(p.parent.name for p in (paths.project_root() / "pipelines").glob("*/dvc.yaml"))
+                raise ConfigError("command line", "PIPELINE", f"no pipeline or stage {t!r}", known) from None
 
 
 def _dvc_repo():
@@ -84,14 +96,14 @@ def recipe_of(cmd: str) -> tuple[str | None, int | None]:
     return ref, seed
 
 
-def _estimate(ref: str, wdir: Path) -> tuple[float, int, str | None]:
-    """(seconds from earlier runs of this recipe or 0, devices it asks for, recipe name)."""
+def _estimate(ref: str, wdir: Path) -> tuple[float, str | None]:
+    """(seconds from earlier runs of this recipe or 0, recipe name)."""
     from .recipes import load_recipe
 
     try:
         recipe = load_recipe(ref if not (wdir / ref).is_file() else str(wdir / ref))
     except ReprozooError:
-        return 0.0, 0, None
+        return 0.0, None
     walls = []
     for env in (paths.runs_dir() / recipe.name).glob("seed*/env.json"):
         try:
@@ -101,8 +113,7 @@ def _estimate(ref: str, wdir: Path) -> tuple[float, int, str | None]:
     timings = _read_timings().get(recipe.name)
     if not walls and timings:
         walls.append(timings)
-    devices = int(recipe.config.get("devices", 1) or 1) if isinstance(recipe.config.get("devices", 1), int) else 1
-    return (sum(walls) / len(walls) if walls else 0.0), devices, recipe.name
+    return (sum(walls) / len(walls) if walls else 0.0), recipe.name
 
 
 def _timings_file() -> Path:
@@ -138,7 +149,7 @@ def _is_train(stage) -> bool:
     return (stage.cmd or "").startswith(TRAIN_PREFIX)
 
 
-def plan(targets: list[str], *, threads: int, log_dir: Path, use_run_cache: bool = True, dry: bool = False) -> Plan:
+def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_cache: bool = True, dry: bool = False) -> Plan:
     """The pending train stages of `targets` as jobs, longest first; upstream stages run first (not when `dry`)."""
     import networkx as nx
 
@@ -162,11 +173,11 @@ def plan(targets: list[str], *, threads: int, log_dir: Path, use_run_cache: bool
                 continue
             ref, seed = recipe_of(s.cmd)
             wdir = Path(s.wdir)
-            est, devices, name = _estimate(ref, wdir)
+            est, name = _estimate(ref, wdir)
             p.recipes[s.addressing] = (ref, seed, name)
             p.hashes[s.addressing] = _dep_hashes(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
-            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=devices, estimate=est))
+            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=gpus, estimate=est))
     # longest first; ties (and unknown times) in the order dvc.yaml defines them
     p.jobs.sort(key=lambda j: (-j.estimate, defined.get(j.stage, 0)))
     return p
@@ -324,8 +335,11 @@ def _gpu_pool(gpus: str | None) -> list[str] | None:
     return ids
 
 
-def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: int) -> tuple[list[str], dict[str, str]]:
-    """Run the plan's jobs, `slots` at a time; returns (recorded stages, failed stage -> reason)."""
+def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: int,
+             attached: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Run the plan's jobs, `slots` at a time; returns (recorded stages, failed stage -> reason).
+    `attached`: stage -> job id of jobs submitted earlier (`--detach`), followed instead of submitted again."""
+    attached = dict(attached or {})
     queue = list(p.jobs)
     free_gpus = list(gpus) if gpus is not None else None
     held: dict[str, list[str]] = {}
@@ -335,7 +349,7 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
     progress = Progress(len(p.jobs), slots)
     for job in queue:
         if free_gpus is not None and job.gpus > len(free_gpus):
-            raise ConfigError(job.stage, "devices", f"asks for {job.gpus} GPUs, --gpus gives {len(free_gpus)}")
+            raise ConfigError("command line", "--gpus-per-run", f"{job.stage} asks for {job.gpus} GPUs, --gpus gives {len(free_gpus)}")
 
     def launch():
         while queue and len(running) < slots:
@@ -344,11 +358,13 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
                 return
             queue.remove(job)
             job.env = {"REPROZOO_THREADS": str(job.threads), "OMP_NUM_THREADS": str(job.threads)}
-            if free_gpus is not None:
-                take = max(job.gpus, 1)
-                held[job.stage], free_gpus[:] = free_gpus[:take], free_gpus[take:]
+            if free_gpus is not None:  # its own GPUs, or none at all
+                held[job.stage], free_gpus[:] = free_gpus[:job.gpus], free_gpus[job.gpus:]
                 job.env["CUDA_VISIBLE_DEVICES"] = ",".join(held[job.stage])
-            executor.submit(job)
+            if job.stage in attached:
+                executor.attach(job.stage, attached.pop(job.stage))
+            else:
+                executor.submit(job)
             running[job.stage] = job
             progress.start(job)
 
@@ -430,17 +446,58 @@ def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dic
     raise ConfigError("command line", "--executor", f"unknown executor {name!r}", ["local", "ray", "slurm"])
 
 
+def _detached_file() -> Path:
+    return paths.project_root() / ".reprozoo" / "slurm" / "jobs.json"
+
+
+def _load_detached(p: Plan) -> dict[str, str]:
+    """Jobs an earlier `--detach` submitted that are still pending with the same command: stage -> job id.
+    Their dependency hashes are the ones taken at submission: a change since then is caught at commit."""
+    try:
+        saved = json.loads(_detached_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for j in p.jobs:
+        entry = saved.get(j.stage)
+        if entry and entry["cmd"] == j.cmd:
+            out[j.stage] = entry["job_id"]
+            p.hashes[j.stage] = entry["hashes"]
+    return out
+
+
+def _detach(p: Plan, ex) -> int:
+    from .io import write_json
+
+    saved = {}
+    for job in p.jobs:
+        job.env = {"REPROZOO_THREADS": str(job.threads), "OMP_NUM_THREADS": str(job.threads)}
+        ex.submit(job)
+    for stage, job_id in ex.job_ids().items():
+        saved[stage] = {"job_id": job_id, "cmd": next(j.cmd for j in p.jobs if j.stage == stage), "hashes": p.hashes[stage]}
+    write_json(_detached_file(), saved)
+    ids = ", ".join(v["job_id"] for v in saved.values())
+    print(f"submitted {len(saved)} jobs ({ids}; saved in {os.path.relpath(_detached_file())}); run the same command "
+          f"without --detach to collect and record them", file=sys.stderr)
+    return 0
+
+
 def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus: str | None = None, threads: int | None = None,
-          retries: int = 1, dry: bool = False, options: dict | None = None, run_cache: bool = True) -> int:
+          retries: int = 1, dry: bool = False, options: dict | None = None, run_cache: bool = True,
+          detach: bool = False, gpus_per_run: int | None = None) -> int:
     if jobs < 1:
         raise ConfigError("command line", "--jobs", f"must be at least 1, got {jobs}")
     if retries < 0:
         raise ConfigError("command line", "--retries", f"must be 0 or more, got {retries}")
     targets = pipeline_files(pipelines)
+    _check_targets(targets)
     threads = threads or int(os.environ.get("REPROZOO_THREADS", "1"))
     pool = _gpu_pool(gpus)
     log_dir = paths.project_root() / ".reprozoo" / "logs"
-    p = plan(targets, threads=threads, log_dir=log_dir, use_run_cache=run_cache and not dry, dry=dry)
+    if gpus_per_run is not None and gpus_per_run < 0:
+        raise ConfigError("command line", "--gpus-per-run", f"must be 0 or more, got {gpus_per_run}")
+    per_run = gpus_per_run if gpus_per_run is not None else (1 if pool else 0)
+    p = plan(targets, threads=threads, gpus=per_run, log_dir=log_dir, use_run_cache=run_cache and not dry, dry=dry)
     for s in p.restored:
         print(f"restored {s} from DVC's run-cache", file=sys.stderr)
     if dry:
@@ -450,11 +507,18 @@ def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus:
         return 0
     print(f"{len(p.jobs)} pending runs, {jobs} at a time on {executor}"
           f"{f' (GPUs {gpus})' if pool else ''}, {threads} thread(s) each; logs in {os.path.relpath(log_dir)}/", file=sys.stderr)
+    if detach and executor != "slurm":
+        raise ConfigError("command line", "--detach", "only with --executor slurm (jobs outlive this command there)")
     ex = make_executor(executor, slots=jobs, gpus=pool, options=dict(options or {}))
+    attached = _load_detached(p) if executor == "slurm" else {}
+    if detach:
+        return _detach(p, ex)
     try:
-        recorded, failed = run_jobs(p, ex, slots=jobs, gpus=pool, retries=retries)
+        recorded, failed = run_jobs(p, ex, slots=jobs, gpus=pool, retries=retries, attached=attached)
     finally:
         ex.close()
+    if attached:
+        _detached_file().unlink(missing_ok=True)
     if failed:
         print(f"{len(failed)} run(s) failed, {len(recorded)} recorded:", file=sys.stderr)
         for s, why in failed.items():

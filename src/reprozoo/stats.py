@@ -24,6 +24,9 @@ from scipy import stats
 
 VERDICTS = ("reproduced", "below", "above", "inconclusive")
 MAX_SEEDS = 1000
+# A conclusion reached by fewer than this share of simulated replications is marked fragile (docs/statistics.md).
+STABLE = 0.9
+REPLICATIONS = 2000
 
 
 @dataclass(frozen=True)
@@ -140,3 +143,23 @@ def _seeds_needed(mean, s, value, claim_std, claim_n, tol, margin, confidence, s
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if decided(mid) else (mid + 1, hi)
     return lo
+
+
+def stability(values, value: float, *, std: float | None = None, n: int | None = None, tolerance: float = 0.0,
+              margin: float = 2.0, confidence: float = 0.95, draws: int = REPLICATIONS, seed: int = 0) -> float | None:
+    """Share of simulated replications that give the same verdict as `values`.
+
+    A replication draws as many seeds again from a normal distribution with our mean and std (what
+    another machine, or another set of seeds, would give: same-seed runs already differ across CPUs)
+    and applies the same rule. The observed verdict's own replication probability: near 1/2 when its
+    interval just touches a bound. None with fewer than 2 seeds or no spread."""
+    x = np.asarray(values, dtype=float)
+    k = len(x)
+    if k < 2 or not np.ptp(x) > 0:
+        return None
+    observed = verdict(x, value, std=std, n=n, tolerance=tolerance, margin=margin, confidence=confidence).verdict
+    sims = np.random.default_rng(seed).normal(x.mean(), x.std(ddof=1), size=(draws, k))
+    means, sds = sims.mean(axis=1), sims.std(axis=1, ddof=1)
+    got = np.array([_decide(*_interval(m, sd, k, value, std, n, confidence)[1:3], tolerance, margin)
+                    for m, sd in zip(means, sds)])
+    return float(np.mean(got == observed))

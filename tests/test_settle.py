@@ -1,0 +1,85 @@
+"""`reprozoo settle`: the error rate over repeated looks, and a real settle through DVC in a scratch repository."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+
+from reprozoo.settle import adopt_decisions, planned_looks
+from reprozoo.stats import verdict
+
+from test_pipeline import BIN, _repro, pipeline, tiny_baseline_repo
+
+LOOKS = (5, 10, 15, 20)  # settle's default: 5 seeds, +5 per round, up to 20
+
+
+def _false_adopt_rate(level: float, studies: int = 4000, seed: int = 0) -> float:
+    """Share of studies with no true effect that call 'yes' or 'no' at any look."""
+    rng = np.random.default_rng(seed)
+    false = 0
+    for _ in range(studies):
+        d = rng.normal(0.0, 1.0, LOOKS[-1])
+        if any(adopt_decisions([d[:n]], [0.0], level)[0] != "unclear" for n in LOOKS):
+            false += 1
+    return false / studies
+
+
+def test_spending_alpha_over_the_looks_keeps_false_adopt_calls_at_5_percent():
+    assert planned_looks(5, 20, 5) == len(LOOKS)
+    naive = _false_adopt_rate(0.05)
+    spent = _false_adopt_rate(0.05 / len(LOOKS))
+    se = (0.05 * 0.95 / 4000) ** 0.5
+    assert naive > 0.05 + 3 * se, naive  # deciding every look at 5%: repeated looks inflate the error (about 11%)
+    assert spent <= 0.05 + 2 * se, spent  # settle's rule stays at (under) the nominal level
+
+
+def _false_verdict_rate(level: float, studies: int = 2000, seed: int = 1) -> float:
+    """The published run is one more draw of our own distribution: any below/above at any look is false."""
+    rng = np.random.default_rng(seed)
+    false = 0
+    for _ in range(studies):
+        published = rng.normal()
+        x = rng.normal(0.0, 1.0, LOOKS[-1])
+        if any(verdict(x[:n], published, confidence=1 - level).verdict in ("below", "above") for n in LOOKS):
+            false += 1
+    return false / studies
+
+
+def test_spending_alpha_keeps_false_below_above_verdicts_at_5_percent():
+    spent = _false_verdict_rate(0.05 / len(LOOKS))
+    assert spent <= 0.05 + 2 * (0.05 * 0.95 / 2000) ** 0.5, spent
+    assert _false_verdict_rate(0.05) > spent
+
+
+def test_settle_adds_seeds_through_the_pipeline_until_the_cap(tmp_path):
+    root, params = tiny_baseline_repo(tmp_path)
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "REPROZOO_ROOT": str(root)}
+    _repro(root, "pipelines/tiny/dvc.yaml")
+    values = [json.loads((root / f"runs/tiny_mlp/seed{s}/metrics.json").read_text())["test"]["accuracy"] for s in (0, 1)]
+    # a claim at our own mean with a margin the 2-seed interval cannot fit into, but 3 seeds could
+    half = 12.706 * np.std(values, ddof=1) * (1 / 2 + 1) ** 0.5
+    (root / "baselines/tiny.yaml").write_text(yaml.safe_dump({
+        "title": "Tiny test baseline", "source": {"paper": "A made-up paper for the test", "table": "Table 1"},
+        "defaults": {"metric": "accuracy", "split": "test", "tolerance": 0.0},
+        "claims": [{"recipe": "tiny_mlp", "value": float(np.mean(values)), "margin": float(max(half, 1e-3) * 0.9)}]}))
+    text = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text("# seeds per baseline\n" + text)
+    pipeline(root, "tiny")
+    out = subprocess.run([sys.executable, "-m", "reprozoo.cli", "settle", "tiny", "--max-seeds", "3", "--step", "1",
+                          "--stable", "1.0"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "look 1/2: 2 seeds" in out.stderr and "look 2/2: 3 seeds" in out.stderr
+    assert "stopped: the cap of 3 seeds is reached; seeds 2 -> 3" in out.stdout or "every conclusion is settled" in out.stdout
+    params_text = (root / "params.yaml").read_text()
+    assert params_text.startswith("# seeds per baseline") and yaml.safe_load(params_text)["tiny"]["seeds"] == [0, 1, 2]
+    assert (root / "runs/tiny_mlp/seed2/metrics.json").exists()
+    report = json.loads((root / "reports/settle/tiny.json").read_text())
+    assert report["alpha_per_look"] == 0.025 and [len(lk["seeds"]) for lk in report["looks"]] == [2, 3]
+    first = report["looks"][0]["conclusions"]["tiny_mlp:accuracy"]
+    assert first["conclusion"] == "inconclusive" and not first["settled"]
+    assert "| tiny_mlp:accuracy |" in (root / "reports/settle/tiny.md").read_text()
+    status = subprocess.run([os.path.join(BIN, "dvc"), "status", "pipelines/tiny/dvc.yaml"], cwd=root, env=env,
+                            capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
