@@ -222,7 +222,7 @@ def test_gpu_smoke_script_runs_every_family_on_a_cpu(tmp_path):
     same script runs with --device cuda and compiles mmcv's CUDA ops)."""
     out = tmp_path / "smoke.json"
     run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks/gpu_smoke.py"), "--device", "cpu",
-                          "--out", str(out), "--iters", "4", "--resnet-iters", "2", "6"], cwd=tmp_path,
+                          "--out", str(out), "--iters", "4", "--resnet-iters", "6"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=1200, env={**os.environ, "REPROZOO_THREADS": "1"})
     assert run.returncode == 0, run.stdout + run.stderr
     result = yaml.safe_load(out.read_text())
@@ -230,7 +230,7 @@ def test_gpu_smoke_script_runs_every_family_on_a_cpu(tmp_path):
         assert result[step]["ok"], (step, result[step])
     assert result["all_ok"] and result["environment"]["cuda_available"] is False
     assert result["classification"]["device"].startswith("cpu") and "amp: false" in result["classification"]["speed"]
-    assert result["resnet20"]["iters_per_s"] > 0 and set(result["resnet20"]["walls"]) == {"2", "6"}
+    assert result["resnet20"]["iters_per_s"] > 0 and result["resnet20"]["iters"] == 6
     for family in ("text", "segmentation", "detection"):
         assert result[family]["device"].startswith("cpu") and result[family]["metrics"], result[family]
 

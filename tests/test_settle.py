@@ -83,3 +83,52 @@ def test_settle_adds_seeds_through_the_pipeline_until_the_cap(tmp_path):
     status = subprocess.run([os.path.join(BIN, "dvc"), "status", "pipelines/tiny/dvc.yaml"], cwd=root, env=env,
                             capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_seeds_from_two_machines_are_flagged_with_per_machine_means(project):
+    from reprozoo.compare import compare
+    from reprozoo.reports import markdown
+    from reprozoo.stats import STABLE
+
+    platforms = {0: "Linux-a", 1: "Linux-a", 2: "Linux-b", 3: "Linux-b", 4: "Linux-b"}
+    for seed, acc in enumerate([93.2, 93.0, 92.1, 92.5, 92.0]):
+        d = project / "runs/mnist1d_cnn" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"test": {"accuracy": acc}}))
+        (d / "env.json").write_text(json.dumps({
+            "device": "cpu (x86_64)", "platform": platforms[seed], "packages": {"torch": "2.13.0"},
+            "determinism": {"threads": 1}, "git_revision": "abc", "wall_seconds": 1.0, "peak_rss_mib": 1.0,
+            "command": "reprozoo run", "started_utc": "2026-01-01T00:00:00+00:00"}))
+    result = compare("mnist1d", seeds=[0, 1, 2, 3, 4])
+    cnn = result["claims"]["mnist1d_cnn:accuracy"]
+    assert [(m["seeds"], round(m["mean"], 2)) for m in cnn["machines"]] == [([0, 1], 93.1), ([2, 3, 4], 92.2)]
+    assert 0 <= cnn["stability"] <= 1 and cnn["fragile"] == (cnn["stability"] < STABLE)
+    md = markdown(result)
+    assert "## Runs from several machines" in md
+    assert "| mnist1d_cnn | cpu (x86_64); Linux-b; torch 2.13.0 | 2, 3, 4 | 92.20 |" in md
+    assert f"stable {100 * cnn['stability']:.0f}%" in md
+
+
+def test_an_ablations_conclusions_per_mode_with_settled_reasons(project):
+    """settle's view of an ablation with two modes: every row labelled, a clear gain decisive, no effect open."""
+    from reprozoo.ablations import load_ablation
+    from reprozoo.settle import _Target
+
+    (project / "params.yaml").write_text("mnist1d:\n  seeds: [0, 1, 2, 3, 4]\n")
+    (project / "recipes/ablations").mkdir(exist_ok=True)
+    (project / "recipes/ablations/two.yaml").write_text(
+        "description: test\nbase: mnist1d_cnn\ntricks: [cosine, warmup]\nmodes: [cumulative, leave-one-out]\n"
+        "seeds: [0, 1, 2, 3, 4]\n")
+    rng = np.random.default_rng(0)
+    for arm in load_ablation("two").arms():
+        gain = 5.0 if "cosine" in arm.name else 0.0  # cosine: +5 points on every seed; warmup: nothing
+        for seed in range(5):
+            d = project / "runs" / arm.name / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps({"test": {"accuracy": 90 + gain + seed * 0.1 + rng.normal(0, 0.3)}}))
+    target = _Target("two")
+    assert target.kind == "ablation" and target.baseline == "mnist1d" and target.seeds() == [0, 1, 2, 3, 4]
+    got = target.conclusions(0.025, 0.9)
+    assert sorted(got) == ["cumulative: cosine", "cumulative: warmup", "leave-one-out: cosine", "leave-one-out: warmup"]
+    assert got["cumulative: cosine"]["conclusion"] == "yes" and got["cumulative: cosine"]["why"] == "decisive"
+    assert got["leave-one-out: warmup"]["conclusion"] == "unclear" and got["leave-one-out: warmup"]["n"] == 5

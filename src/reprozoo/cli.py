@@ -95,6 +95,12 @@ def cmd_compare(args) -> int:
         extra = f", ~{c['seeds_needed']} seeds would settle it" if c["seeds_needed"] else ""
         miss = f"  [missing seeds: {c['missing_seeds']}]" if c["missing_seeds"] else ""
         print(f"{label:<32} published {c['published']:g}  ours {mean}  -> {c['verdict']}{extra}{miss}")
+        machines = c.get("machines") or []
+        if len(machines) > 1 or args.by_machine:
+            if len(machines) > 1:
+                print(f"  warning: the seeds of {c['recipe']} come from {len(machines)} machines/environments")
+            for m in machines:
+                print(f"    {m['mean']:.2f} (n={m['n']}, seeds {m['seeds']})  {m['machine']}")
     print(f"wrote reports/{args.baseline}.json")
     return 0
 
@@ -261,6 +267,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")
     s.add_argument("baseline", help="claims file name under baselines/ (see `reprozoo list claims`)")
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to use (default: params.yaml's, else all finished)")
+    s.add_argument("--by-machine", action="store_true", help="also the mean per machine/environment of each claim's seeds")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("report", help="reports/<baseline>.{md,csv,png} from reports/<baseline>.json")

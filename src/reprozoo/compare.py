@@ -71,6 +71,8 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
                  "reason": f"the claim is on split {c.split!r} but the runs measure {', '.join(map(repr, splits))}: "
                            f"a number from one split cannot be compared with a number published on another"}
         entry.update({k: _finite(x) for k, x in v.items()})
+        entry["machines"] = _by_machine({s: read_json(run_dir(c.recipe, s) / "env.json") for s in entry["seeds"]},
+                                        dict(zip(entry["seeds"], values)))
         out["claims"][c.label] = entry
     out["spread"], envs = {}, []  # every recipe of the baseline, claimed or not
     for r in baseline_recipe_names(name):
@@ -81,6 +83,22 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
     out["environment"] = _environment(envs)
     write_json(paths.reports_dir() / f"{name}.json", out)
     return out
+
+
+def machine(env: dict) -> str:
+    """What a run's numbers depend on beyond its recipe and seed: the CPU or GPU (its model where env.json
+    records one), the platform, and the torch build. Same seed, another of these: other bits."""
+    device = env.get("cpu_model") or env.get("device", "?")
+    return f"{device}; {env.get('platform', '?')}; torch {env.get('packages', {}).get('torch', '?')}"
+
+
+def _by_machine(envs: dict[int, dict], values: dict[int, float]) -> list[dict]:
+    """The seeds grouped by `machine`, with each group's mean: one group is the normal case."""
+    groups: dict[str, list[int]] = {}
+    for seed, env in envs.items():
+        groups.setdefault(machine(env), []).append(seed)
+    return [{"machine": m, "seeds": seeds, "n": len(seeds), "mean": float(np.mean([values[s] for s in seeds]))}
+            for m, seeds in sorted(groups.items())]
 
 
 def _spread(by_seed: dict[int, dict]) -> dict:

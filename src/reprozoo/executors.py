@@ -194,6 +194,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+        # Ray >= 2.43 re-creates a driver's `uv run` environment for its workers by packaging the working
+        # directory; workers here only start shell commands in the project's own environment.
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         try:
             import ray
         except ImportError:

@@ -85,7 +85,7 @@ def markdown(result: dict) -> str:
         vals = dict(zip(c["seeds"], c["values"]))
         lines.append(f"| {c['recipe']} | " + ("" if rows else f"{c['metric']} ({c['split']}) | ") +
                      " | ".join(_fmt(vals.get(s)) for s in seeds) + " |")
-    lines += _spread_lines(result)
+    lines += _spread_lines(result) + machine_lines(result)
     if rows:
         lines += ["", "## Sources", ""]
         for c in _claims(result):
@@ -112,6 +112,21 @@ def markdown(result: dict) -> str:
                   f"- git revision(s) of the runs: {', '.join(r[:12] for r in env['git_revisions'])}",
                   f"- run command, e.g.: `{env['commands'][0]}`", ""]
     return "\n".join(lines)
+
+
+def machine_lines(result: dict) -> list[str]:
+    """A warning, with per-machine means, for each claim whose seeds ran on more than one machine."""
+    mixed = [c for c in _claims(result) if len(c.get("machines") or []) > 1]
+    if not mixed:
+        return []
+    lines = ["", "## Runs from several machines", "",
+             "The same seed gives other bits on another CPU or torch build, so these seeds are not one machine's "
+             "sample; compare the means per machine (`reprozoo compare NAME --by-machine`).", "",
+             "| recipe | machine | seeds | mean |", "|---|---|---|---:|"]
+    for c in mixed:
+        for m in c["machines"]:
+            lines.append(f"| {c['recipe']} | {m['machine']} | {', '.join(map(str, m['seeds']))} | {_fmt(m['mean'])} |")
+    return lines
 
 
 def _spread_lines(result: dict) -> list[str]:

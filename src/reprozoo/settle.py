@@ -159,9 +159,9 @@ class _Target:
                     diffs.append(sign * (x - y))
                     refs.append(float(y.std(ddof=1)) if len(y) > 1 else 0.0)
                     labels.append(f"{mode}: {label(ab.tricks[r['trick']])}")
-                for label, d, (a, st, can) in zip(labels, diffs, adopt_at(diffs, refs, alpha)):
+                for row, d, (a, st, can) in zip(labels, diffs, adopt_at(diffs, refs, alpha)):
                     settled, why = _settled(a != "unclear", st, can, threshold)
-                    out[label] = {"conclusion": a, "stability": st, "settled": settled, "why": why, "n": len(d)}
+                    out[row] = {"conclusion": a, "stability": st, "settled": settled, "why": why, "n": len(d)}
         return out
 
 
@@ -173,18 +173,45 @@ def _rows_by_mode(ab) -> dict[str, list]:
 
 
 def _append_seeds(path, keys: list[str], new: list[int]) -> None:
+    """Add `new` to the seeds list at `keys` of a YAML file, changing only that line when it is a one-line
+    `seeds: [...]` (as in params.yaml and the ablation specs), so comments and layout stay as written."""
+    import re
+
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    start, indent = 0, ""
+    for k in keys[:-1]:  # the line of each enclosing key, then search below it at a deeper indent
+        start = next(i for i in range(start, len(lines)) if re.match(rf"{indent}{re.escape(k)}:\s*(#.*)?$", lines[i])) + 1
+        indent += "  "
+    pattern = re.compile(rf"^(\s*{re.escape(keys[-1])}:\s*)\[([^\]]*)\](.*)$", re.S)
+    for i in range(start, len(lines)):
+        m = pattern.match(lines[i])
+        if m and len(m.group(1)) - len(m.group(1).lstrip()) == len(indent):
+            old = [int(x) for x in m.group(2).split(",") if x.strip()]
+            seeds = old + [s for s in new if s not in old]
+            lines[i] = f"{m.group(1)}[{', '.join(map(str, seeds))}]{m.group(3)}"
+            atomic_write_text(path, "".join(lines))
+            return
+    _append_seeds_yaml(path, keys, new)
+
+
+def _append_seeds_yaml(path, keys: list[str], new: list[int]) -> None:
+    """The same for a block list (`seeds:` then `- 0` lines): ruamel.yaml's round trip keeps the comments."""
+    import io
+
     from ruamel.yaml import YAML
 
     y = YAML()
-    y.preserve_quotes = True
     y.width = 4096
     data = y.load(path.read_text())
     node = data
-    for k in keys[:-1]:
-        node = node[k]
-    node[keys[-1]].extend(s for s in new if s not in node[keys[-1]])
-    import io
-
+    try:
+        for k in keys[:-1]:
+            node = node[k]
+        seeds = node[keys[-1]]
+        seeds.extend(s for s in new if s not in seeds)
+    except (KeyError, TypeError, AttributeError):
+        raise ConfigError(path, ".".join(keys), "expected a list of seeds to add to") from None
     buf = io.StringIO()
     y.dump(data, buf)
     atomic_write_text(path, buf.getvalue())
