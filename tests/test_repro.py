@@ -103,11 +103,11 @@ def _pid_of(pattern: str, timeout: float = 60) -> int:
 
 
 def test_killed_run_is_retried_and_resumes_a_failing_run_is_listed_and_skips_reports(tmp_path):
-    reference = _three_seeds(tmp_path, "ref")
-    _repro(reference, TARGET)
+    reference = _three_seeds(tmp_path, "ref", seeds=(0,))
+    _repro(reference, "pipelines/tiny/dvc.yaml:train_tiny_mlp")
     # a second recipe in the baseline that diverges at once: the NaN guard stops it (a deterministic error)
     bad = {"recipes/classification/tiny_bad.yaml": "extends: tiny_mlp\noptim: {lr: 1.0e+30}\n"}
-    root = _three_seeds(tmp_path, "run", bad)
+    root = _three_seeds(tmp_path, "run", bad, seeds=(0, 1))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["tiny"]["recipes"] = ["tiny_bad"]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -123,26 +123,22 @@ def test_killed_run_is_retried_and_resumes_a_failing_run_is_listed_and_skips_rep
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, out + err
     assert "killed (exit 137); retrying, it resumes from its checkpoint" in err, err
-    assert "3 run(s) failed, 3 recorded" in err
+    assert "2 run(s) failed, 2 recorded" in err
     assert "train_tiny_bad@0: exit 2; log: .reprozoo/logs/pipelines_tiny_dvc.yaml_train_tiny_bad@0.log" in err
     log = (root / ".reprozoo/logs/pipelines_tiny_dvc.yaml_train_tiny_bad@0.log").read_text()
     assert "non-finite" in log
     assert err.count("train_tiny_bad@0 in") == 1  # not retried
     env0 = yaml.safe_load((root / "runs/tiny_mlp/seed0/env.json").read_text())
     assert env0["resumed_from_iter"] == 100
-    assert _metrics(root) == _metrics(reference)  # the resumed run equals the uninterrupted one
+    assert _metrics(root)[0] == _metrics(reference)[0]  # the resumed run equals the uninterrupted one
     assert not (root / "reports/tiny.json").exists()  # the comparison needs the failed run: skipped
     lock = yaml.safe_load((root / TARGET.replace(".yaml", ".lock")).read_text())["stages"]
-    assert sorted(lock) == [f"train_tiny_mlp@{s}" for s in (0, 1, 2)]
+    assert sorted(lock) == [f"train_tiny_mlp@{s}" for s in (0, 1)]
     _repro(root, "pipelines/tiny/dvc.yaml:train_tiny_mlp", command="status")  # dvc agrees they are done
 
 
 def test_a_recipe_edited_while_its_run_is_in_flight_is_not_recorded(tmp_path):
-    root = _three_seeds(tmp_path, "r")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["tiny"]["seeds"] = [0]
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    pipeline(root, "tiny")
+    root = _three_seeds(tmp_path, "r", seeds=(0,))
     proc = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--jobs", "1"],
                             cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _pid_of("reprozoo run tiny_mlp --seed 0")

@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("repro", help="run a DVC pipeline's pending runs side by side (local cores/GPUs, SLURM, Ray), then `dvc repro`")
-    s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, or `all`")
+    s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, `all`, or a DVC stage target")
     s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (default 2)")
     s.add_argument("--executor", default="local", choices=["local", "slurm", "ray"], help="where runs go (default local)")
     s.add_argument("--gpus", default=None, help="GPU indices to share out, e.g. 0,1,2,3: each run gets its own (CUDA_VISIBLE_DEVICES)")
