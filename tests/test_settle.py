@@ -80,6 +80,7 @@ def test_settle_adds_seeds_through_the_pipeline_until_the_cap(tmp_path):
     first = report["looks"][0]["conclusions"]["tiny_mlp:accuracy"]
     assert first["conclusion"] == "inconclusive" and not first["settled"]
     assert "| tiny_mlp:accuracy |" in (root / "reports/settle/tiny.md").read_text()
+    assert "| settle | [settling `tiny`](settle/tiny.md) — seeds 2 -> 3" in (root / "reports/README.md").read_text()
     status = subprocess.run([os.path.join(BIN, "dvc"), "status", "pipelines/tiny/dvc.yaml"], cwd=root, env=env,
                             capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout

@@ -231,10 +231,15 @@ def write_index():
             name, value = ("top-1", r["accuracy"]) if "accuracy" in r else (r["metric"], r["value"])
             entries.append((r.get("evaluated_utc", ""), "checkpoint", f"[`{r['checkpoint']}` through `{r['recipe']}`](checks/{j.stem}.md) — "
                             f"{name} {value:.2f} on {r['total']} images vs published {r['published']:.2f}: {r['verdict']}"))
+    for j in sorted((out / "settle").glob("*.json")):
+        r = read_json(j)
+        if (out / "settle" / f"{j.stem}.md").exists():
+            entries.append((r.get("finished_utc", ""), "settle", f"[settling `{r['target']}`](settle/{j.stem}.md) — "
+                            f"seeds {len(r['seeds_start'])} -> {len(r['seeds_end'])}; {r['stopped_because']}"))
     entries.sort(key=lambda e: e[0], reverse=True)
-    lines = ["# Reports", "", "Every baseline verdict table, ablation and published-checkpoint check, newest runs first. "
-             "Written by `reprozoo report`, `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` stages) and "
-             "`reprozoo eval`.", "",
+    lines = ["# Reports", "", "Every baseline verdict table, ablation, settle run and published-checkpoint check, newest "
+             "runs first. Written by `reprozoo report`, `reprozoo ablate` (the pipeline's `report_*` and `ablate_*` "
+             "stages), `reprozoo settle` and `reprozoo eval`.", "",
              "| latest run (UTC) | kind | report |", "|---|---|---|"]
     lines += [f"| {t or '–'} | {kind} | {text} |" for t, kind, text in entries]
     return atomic_write_text(out / "README.md", "\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 from scipy import stats as sps
@@ -255,6 +256,7 @@ def settle(name: str, *, max_seeds: int = 20, stable: float = STABLE, step: int 
               "alpha_per_look": level, "stable_threshold": stable, "step": step, "max_seeds": max_seeds,
               "seeds_start": start, "seeds_end": looks[-1].seeds, "stopped_because": stop,
               "wall_seconds": round(time.perf_counter() - t0, 1),
+              "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "looks": [{"seeds": lk.seeds, "conclusions": lk.conclusions} for lk in looks]}
     _write(result)
     return result
@@ -284,3 +286,6 @@ def _write(result: dict) -> None:
         lines.append(f"| {label} | {cell(first[label]) if label in first else '–'} | {cell(c)} | "
                      f"{'yes: ' + c['why'] if c['settled'] else '**no**: fragile'} |")
     atomic_write_text(paths.reports_dir() / "settle" / f"{result['target']}.md", "\n".join(lines) + "\n")
+    from .reports import write_index
+
+    write_index()
