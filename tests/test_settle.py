@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import yaml
 
-from reprozoo.settle import adopt_decisions, planned_looks
+from reprozoo.ablation_stats import adopt_decisions
+from reprozoo.settle import planned_looks
 from reprozoo.stats import verdict
 
 from test_pipeline import BIN, _repro, pipeline, tiny_baseline_repo

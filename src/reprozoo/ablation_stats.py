@@ -68,6 +68,15 @@ def _holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def adopt_decisions(diffs: list[np.ndarray], ref_stds: list[float], alpha: float) -> list[str]:
+    """`compare_rows`' adopt rule alone (paired t, Holm over the rows, the reference-std threshold) on the
+    rows' signed paired differences, without its intervals and bootstrap (what `reprozoo settle` needs at
+    each look)."""
+    p = [(0.0 if d.mean() != 0 else 1.0) if np.ptp(d) == 0 else float(stats.ttest_1samp(d, 0.0).pvalue) for d in diffs]
+    gains = [float(d.mean()) for d in diffs]
+    return [str(a) for a in _adopt(_holm(np.array(p)), np.array(gains), np.array(ref_stds), alpha)]
+
+
 def adopt_stability(diffs: list[np.ndarray], ref_stds: list[float], observed: list[str], *, alpha: float = 0.05,
                     draws: int = 2000, seed: int = 0) -> list[float | None]:
     """Per row, the share of simulated replications whose `adopt` equals the observed one.

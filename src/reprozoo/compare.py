@@ -40,12 +40,15 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
     baseline = load_baseline(name, recipe_names())
     if seeds is None and name in load_params():
         seeds = baseline_params(name)["seeds"]
-    metrics = {}  # (recipe, seed) -> metrics.json, read once
+    files = {}  # (recipe, seed, file) -> its JSON, each read once
+
+    def run_file(recipe: str, seed: int, file: str) -> dict:
+        if (recipe, seed, file) not in files:
+            files[recipe, seed, file] = read_json(run_dir(recipe, seed) / file)
+        return files[recipe, seed, file]
 
     def run_metrics(recipe: str, seed: int) -> dict:
-        if (recipe, seed) not in metrics:
-            metrics[recipe, seed] = read_json(run_dir(recipe, seed) / "metrics.json")
-        return metrics[recipe, seed]
+        return run_file(recipe, seed, "metrics.json")
 
     out = {"baseline": name, "title": baseline.title, "description": baseline.description, "claims": {},
            "order": [c.label for c in baseline.claims]}  # the JSON's keys are sorted; reports keep the file's order
@@ -71,14 +74,14 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
                  "reason": f"the claim is on split {c.split!r} but the runs measure {', '.join(map(repr, splits))}: "
                            f"a number from one split cannot be compared with a number published on another"}
         entry.update({k: _finite(x) for k, x in v.items()})
-        entry["machines"] = _by_machine({s: read_json(run_dir(c.recipe, s) / "env.json") for s in entry["seeds"]},
+        entry["machines"] = _by_machine({s: run_file(c.recipe, s, "env.json") for s in entry["seeds"]},
                                         dict(zip(entry["seeds"], values)))
         out["claims"][c.label] = entry
     out["spread"], envs = {}, []  # every recipe of the baseline, claimed or not
     for r in baseline_recipe_names(name):
         done = existing_seeds(r)
         used = [s for s in (seeds if seeds is not None else done) if s in done]
-        envs += [read_json(run_dir(r, s) / "env.json") for s in used]
+        envs += [run_file(r, s, "env.json") for s in used]
         out["spread"][r] = _spread({s: run_metrics(r, s) for s in used})
     out["environment"] = _environment(envs)
     write_json(paths.reports_dir() / f"{name}.json", out)

@@ -37,7 +37,7 @@ class Job:
     threads: int = 1
     gpus: int = 0  # devices the recipe asks for
     estimate: float = 0.0  # seconds, from earlier runs of the recipe; 0 = unknown
-    env: dict = field(default_factory=dict)  # set by the coordinator: threads, devices
+    env: dict = field(default_factory=dict)  # added to the environment: thread count, and GPUs when shared out
     attempt: int = 0
 
 
@@ -48,13 +48,18 @@ def run_shell(cmd: str, cwd: str, env: dict, log: str) -> int:
     cancel) is passed on to the command's process group, so it stops like an interrupted run."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = _start(cmd, cwd, env, out)
         try:
             return proc.wait()
         except BaseException:
             _kill_group(proc)
             raise
+
+
+def _start(cmd: str, cwd, env: dict, out) -> subprocess.Popen:
+    """`cmd` in a shell in its own process group (so it can be stopped whole), output to `out`."""
+    return subprocess.Popen(cmd, shell=True, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0) -> None:
@@ -71,17 +76,13 @@ def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0)
 class LocalExecutor:
     """Processes on this machine: one per job, each in its own process group."""
 
-    name = "local"
-
     def __init__(self):
         self.procs: dict[str, tuple[subprocess.Popen, object]] = {}
 
     def submit(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(job.log, "ab")
-        proc = subprocess.Popen(job.cmd, shell=True, cwd=job.wdir, env={**os.environ, **job.env}, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.procs[job.stage] = (proc, out)
+        self.procs[job.stage] = (_start(job.cmd, job.wdir, job.env, out), out)
 
     def poll(self) -> dict[str, int]:
         """Jobs that ended since the last call: stage -> exit status."""
@@ -107,11 +108,9 @@ class LocalExecutor:
 class SubmititExecutor:
     """SLURM through submitit (`cluster='slurm'`), or submitit's own local/debug executors.
 
-    One SLURM job per stage with the job's CPUs and GPUs; `--slurm KEY=VALUE` adds sbatch options
+    One SLURM job per stage with the job's CPUs and GPUs; `-o KEY=VALUE` adds sbatch options
     (partition, account, time). A job that hits its time limit or is preempted is requeued by
     submitit's checkpointing and resumes from the run's checkpoint (`reprozoo run` resumes by itself)."""
-
-    name = "slurm"
 
     def __init__(self, folder: Path, cluster: str | None = "slurm", params: dict | None = None):
         import submitit
@@ -190,8 +189,6 @@ class ResumableCommand:
 class RayExecutor:
     """Ray tasks with `num_cpus` (the job's threads) and `num_gpus` (its devices) on a running cluster
     (`address`), or on a local one started for this command."""
-
-    name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
         # Ray >= 2.43 re-creates a driver's `uv run` environment for its workers by packaging the working

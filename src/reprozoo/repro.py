@@ -73,35 +73,27 @@ def _dvc_repo():
 
 
 def _dep_hashes(stage) -> dict[str, str]:
-    """DVC's own hash of each dependency of `stage` (what `dvc.lock` would record)."""
-    out = {}
-    for dep in stage.deps:
-        if hasattr(dep, "get_hash") and dep.exists:
-            out[str(dep)] = str(dep.get_hash())
-        elif hasattr(dep, "get_hash"):
-            out[str(dep)] = "missing"
-    for p in getattr(stage, "params", ()):  # params deps: their current values
-        out[f"params:{p}"] = json.dumps(p.fill_values if hasattr(p, "fill_values") else str(p.hash_info), default=str)
-    return out
+    """DVC's own hash of each dependency of `stage` (what `dvc.lock` would record; params included, they
+    are dependencies too)."""
+    return {str(dep): str(dep.get_hash()) if dep.exists else "missing" for dep in stage.deps}
 
 
-def recipe_of(cmd: str) -> tuple[str | None, int | None]:
-    """The recipe reference and seed of a `reprozoo run REF --seed N` command."""
-    if not cmd.startswith(TRAIN_PREFIX):
-        return None, None
-    argv = shlex.split(cmd)[2:]
-    ref, seed = argv[0], None
-    if "--seed" in argv:
-        seed = int(argv[argv.index("--seed") + 1])
-    return ref, seed
+def recipe_ref(cmd: str) -> str:
+    """The recipe reference (a name, or a file relative to the stage's wdir) of `reprozoo run REF --seed N`."""
+    return shlex.split(cmd)[2]
+
+
+def _stage_recipe(ref: str, wdir: Path):
+    """The recipe a train stage runs, as it is now."""
+    from .recipes import load_recipe
+
+    return load_recipe(str(wdir / ref) if (wdir / ref).is_file() else ref)
 
 
 def _estimate(ref: str, wdir: Path) -> tuple[float, str | None]:
     """(seconds from earlier runs of this recipe or 0, recipe name)."""
-    from .recipes import load_recipe
-
     try:
-        recipe = load_recipe(ref if not (wdir / ref).is_file() else str(wdir / ref))
+        recipe = _stage_recipe(ref, wdir)
     except ReprozooError:
         return 0.0, None
     walls = []
@@ -134,7 +126,7 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # from DVC's run-cache
     hashes: dict[str, dict] = field(default_factory=dict)  # stage -> dep hashes when launched
-    recipes: dict[str, tuple[str, int | None, str | None]] = field(default_factory=dict)  # stage -> (ref, seed, name)
+    recipes: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # stage -> (recipe ref, name if it loaded)
 
 
 def _stages(repo, targets) -> dict:
@@ -171,13 +163,13 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
             if use_run_cache and _restore(repo, s):
                 p.restored.append(s.addressing)
                 continue
-            ref, seed = recipe_of(s.cmd)
-            wdir = Path(s.wdir)
+            ref, wdir = recipe_ref(s.cmd), Path(s.wdir)
             est, name = _estimate(ref, wdir)
-            p.recipes[s.addressing] = (ref, seed, name)
+            p.recipes[s.addressing] = (ref, name)
             p.hashes[s.addressing] = _dep_hashes(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
-            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=gpus, estimate=est))
+            env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=gpus, estimate=est, env=env))
     # longest first; ties (and unknown times) in the order dvc.yaml defines them
     p.jobs.sort(key=lambda j: (-j.estimate, defined.get(j.stage, 0)))
     return p
@@ -224,11 +216,9 @@ def _dvc(*args: str, check: bool = True) -> int:
 def verify_and_commit(stage_addr: str, plan_: Plan) -> str | None:
     """Record a finished run in dvc.lock (DVC's `commit --force`) if it is complete, its recipe is the
     one that is current, and none of its dependencies changed while it ran; else why not."""
-    from .recipes import load_recipe
-
     with _dvc_repo() as repo, _quiet_dvc():
         stage = next(iter(repo.stage.collect(stage_addr)))
-        ref, seed, name = plan_.recipes[stage_addr]
+        ref, name = plan_.recipes[stage_addr]
         outs = [Path(str(o)) if Path(str(o)).is_absolute() else Path(stage.wdir) / str(o) for o in stage.outs]
         for o in outs:
             if not (o / "metrics.json").exists() and not (o.is_file()):
@@ -239,9 +229,8 @@ def verify_and_commit(stage_addr: str, plan_: Plan) -> str | None:
         changed = [k for k in before if now.get(k) != before[k]]
         if changed:
             return f"{', '.join(changed[:3])} changed while it ran; not recorded (run again)"
-        if name is not None and seed is not None:
-            wdir = Path(stage.wdir)
-            recipe = load_recipe(ref if not (wdir / ref).is_file() else str(wdir / ref))
+        if name is not None:
+            recipe = _stage_recipe(ref, Path(stage.wdir))
             env = json.loads((outs[0] / "env.json").read_text())
             if env.get("recipe_hash") != recipe.hash:
                 return f"its run holds recipe hash {env.get('recipe_hash')}, the recipe is now {recipe.hash}; not recorded"
@@ -278,6 +267,12 @@ class Progress:
         self.done += ok
         self.failed += not ok
         self._line(f"{'done' if ok else 'FAILED'} {stage} in {dt:.0f} s{'  ' + note if note else ''}")
+
+    def retry(self, stage: str, note: str) -> None:
+        """A killed run that starts again: shown as a failed attempt, counted once more in the total."""
+        self.finish(stage, False, note)
+        self.failed -= 1
+        self.total += 1
 
     def eta(self, remaining_estimates: float) -> float:
         if remaining_estimates > 0:
@@ -357,10 +352,9 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
             if job is None:
                 return
             queue.remove(job)
-            job.env = {"REPROZOO_THREADS": str(job.threads), "OMP_NUM_THREADS": str(job.threads)}
             if free_gpus is not None:  # its own GPUs, or none at all
                 held[job.stage], free_gpus[:] = free_gpus[:job.gpus], free_gpus[job.gpus:]
-                job.env["CUDA_VISIBLE_DEVICES"] = ",".join(held[job.stage])
+                job.env = {**job.env, "CUDA_VISIBLE_DEVICES": ",".join(held[job.stage])}
             if job.stage in attached:
                 executor.attach(job.stage, attached.pop(job.stage))
             else:
@@ -386,9 +380,7 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
                     free_gpus.extend(held.pop(stage, []))
                 if rc != 0 and was_killed(rc) and job.attempt < retries:
                     job.attempt += 1
-                    progress.finish(stage, False, f"killed (exit {rc}); retrying, it resumes from its checkpoint")
-                    progress.failed -= 1
-                    progress.total += 1
+                    progress.retry(stage, f"killed (exit {rc}); retrying, it resumes from its checkpoint")
                     queue.insert(0, job)
                     continue
                 launch()  # keep the slot busy while DVC records the finished run
@@ -471,7 +463,6 @@ def _detach(p: Plan, ex) -> int:
 
     saved = {}
     for job in p.jobs:
-        job.env = {"REPROZOO_THREADS": str(job.threads), "OMP_NUM_THREADS": str(job.threads)}
         ex.submit(job)
     for stage, job_id in ex.job_ids().items():
         saved[stage] = {"job_id": job_id, "cmd": next(j.cmd for j in p.jobs if j.stage == stage), "hashes": p.hashes[stage]}

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from scipy import stats as sps
-
 from . import paths
 from .errors import ConfigError
 from .io import atomic_write_text, write_json
@@ -41,27 +39,13 @@ def verdict_at(values, c, alpha: float) -> tuple[str, float | None, bool]:
     conf = 1 - alpha
     v = verdict(values, c.value, std=c.std, n=c.n, tolerance=c.tolerance, margin=c.margin, confidence=conf)
     st = stability(values, c.value, std=c.std, n=c.n, tolerance=c.tolerance, margin=c.margin, confidence=conf)
-    can_help = v.verdict == "inconclusive" and (v.seeds_needed is not None or len(values) < 2)
+    can_help = v.verdict == "inconclusive" and v.seeds_needed is not None
     return v.verdict, st, can_help
-
-
-def adopt_decisions(diffs: list[np.ndarray], ref_stds: list[float], alpha: float) -> list[str]:
-    """The ablation rule (paired t, Holm over the rows, the reference-std threshold) at level alpha."""
-    from .ablation_stats import _adopt, _holm
-
-    p, gains = [], []
-    for d in diffs:
-        gains.append(float(d.mean()))
-        if np.ptp(d) == 0:
-            p.append(0.0 if d.mean() != 0 else 1.0)
-        else:
-            p.append(float(sps.ttest_1samp(d, 0.0).pvalue))
-    return [str(a) for a in _adopt(_holm(np.array(p)), np.array(gains), np.array(ref_stds), alpha)]
 
 
 def adopt_at(diffs: list[np.ndarray], ref_stds: list[float], alpha: float) -> list[tuple[str, float | None, bool]]:
     """Per ablation row: (adopt at level alpha, its stability, whether more seeds could change it)."""
-    from .ablation_stats import adopt_stability
+    from .ablation_stats import adopt_decisions, adopt_stability
 
     adopts = adopt_decisions(diffs, ref_stds, alpha)
     gains = [float(d.mean()) for d in diffs]
@@ -74,7 +58,6 @@ def adopt_at(diffs: list[np.ndarray], ref_stds: list[float], alpha: float) -> li
 @dataclass
 class Look:
     seeds: list[int]
-    alpha: float
     conclusions: dict[str, dict] = field(default_factory=dict)  # label -> {conclusion, stability, settled, why}
 
     @property
@@ -221,6 +204,7 @@ def _append_seeds_yaml(path, keys: list[str], new: list[int]) -> None:
 def settle(name: str, *, max_seeds: int = 20, stable: float = STABLE, step: int = 5, jobs: int = 2,
            alpha: float = ALPHA) -> dict:
     """Add `step` seeds at a time until every conclusion is settled or `max_seeds` is reached; the report."""
+    from .pipeline import pipeline_file
     from .repro import repro
 
     if not 0 < stable <= 1:
@@ -232,14 +216,12 @@ def settle(name: str, *, max_seeds: int = 20, stable: float = STABLE, step: int 
     start = target.seeds()
     K = planned_looks(len(start), max_seeds, step)
     level = alpha / K
-    from .pipeline import pipeline_file
-
     pipeline = str(pipeline_file(target.baseline).relative_to(paths.project_root()))
     looks: list[Look] = []
     while True:
         if repro([pipeline], jobs=jobs) != 0:
             raise ConfigError(pipeline, None, "some runs failed (listed above); settle stops here")
-        look = Look(target.seeds(), level, target.conclusions(level, stable))
+        look = Look(target.seeds(), target.conclusions(level, stable))
         looks.append(look)
         print(f"look {len(looks)}/{K}: {len(look.seeds)} seeds, {len(look.open)} of {len(look.conclusions)} "
               f"conclusions open", file=sys.stderr)
