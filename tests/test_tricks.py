@@ -39,7 +39,8 @@ class TinyResNet(nn.Module):
 
 
 def recipe(project, tricks: str, extra: str = "", name: str = "tricked", iters: int = 60):
-    write(project / BASE / f"{name}.yaml", f"extends: mnist1d_mlp\nschedule: {{iters: {iters}}}\n"
+    schedule = "" if "schedule:" in extra else f"schedule: {{iters: {iters}}}\n"  # a key written twice is an error
+    write(project / BASE / f"{name}.yaml", f"extends: mnist1d_mlp\n{schedule}"
                                             f"eval: {{interval: 30}}\ncheckpoint_interval: 30\ntricks: {tricks}\n{extra}")
     return load_recipe(name)
 
@@ -87,7 +88,8 @@ def test_patches_on_the_resolved_config(project):
     ("[cosine]", "schedule: {iters: 60, lr_schedule: cosine}\n", "tricks[0]", ["changes nothing", "already cosine"]),
     ("[no_bias_decay]", "", "tricks[0]", ["changes nothing", "weight_decay is 0"]),
     ("[trivialaugment]", "", "tricks[0]", ["needs images", "'mnist1d' holds sequence inputs"]),
-    ("[{name: autoaugment, policy: mnist}]", "", "tricks[0]", ["needs images"]),
+    ("[{name: autoaugment, policy: mnist}]", "", "tricks[0].policy", ["unknown value 'mnist'", "cifar10, imagenet, svhn"]),
+    ("[autoaugment]", "", "tricks[0]", ["needs images"]),
     ("[zero_init_residual]", "", "tricks[0]", ["model 'mnist1d_mlp' has no residual blocks"]),
     ("[{name: warmup, fraction: 1.5}]", "", "tricks[0].fraction", ["must be in (0, 1)"]),
 ])

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from . import paths, yamlfile
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json
-from .recipes import _read_yaml, load_recipe, recipe_names, validate_recipe
+from .recipes import load_recipe, recipe_names, validate_recipe
 from .schema import Component, Field, ListOf, Section
 from .tricks import TRICKS, label
 
@@ -120,7 +120,7 @@ def load_ablation(ref: str | Path) -> Ablation:
     path = Path(ref) if str(ref).endswith((".yaml", ".yml")) else specs_dir() / f"{ref}.yaml"
     if not path.exists():
         raise ConfigError(path, None, "no such ablation spec", list_ablations())
-    config = SPEC.validate(_read_yaml(path), path, "")
+    config = SPEC.validate(yamlfile.load(path, "ablation spec"), path, "")
     config["published"] = config["published"] or {}
     if not config["tricks"]:
         raise ConfigError(path, "tricks", "an ablation needs at least one trick", TRICKS.names())
@@ -161,7 +161,7 @@ def arm_texts(ab: Ablation) -> dict[Path, str]:
 def train_missing(ab: Ablation, *, threads=None, progress=True) -> None:
     """Train every (arm, seed) run that is not finished yet (what `dvc repro` does, without DVC)."""
     from .families import require
-    from .runs import execute
+    from .preflight import execute
 
     write_arms(ab)
     for arm in ab.arms():

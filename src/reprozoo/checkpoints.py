@@ -11,10 +11,49 @@ it), and no interval on the whole set the published number was computed on.
 """
 from __future__ import annotations
 
+import contextvars
+import pickle
+import zipfile
 from pathlib import Path
 
 from . import paths
+from .errors import ConfigError
 from .io import atomic_write_text, write_json
+
+_TRUSTED: contextvars.ContextVar[frozenset] = contextvars.ContextVar("trusted_checkpoints", default=frozenset())
+
+
+def load_weights(path, map_location="cpu"):
+    """`torch.load` that never runs code from the file: `weights_only=True` (tensors and plain Python
+    values only). A file that needs full unpickling is refused with one line naming the opt-in flag,
+    unless `check_checkpoint(..., trust=True)` vouched for this very file; a file that is not a
+    checkpoint at all (garbage, empty, truncated) is a ConfigError naming it."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        raise ConfigError(path, None, "no such checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Unsupported global" not in msg and "GLOBAL" not in msg:
+            raise ConfigError(path, None, f"not a readable PyTorch checkpoint ({_first_line(msg)})") from None
+        if str(path.resolve()) in _TRUSTED.get():
+            return torch.load(path, map_location=map_location, weights_only=False)
+        raise ConfigError(path, None, f"refused: loading it would run code or build objects the file names "
+                                      f"({_first_line(msg)}); if you trust where it comes from, pass --trust-checkpoint") from None
+    except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, AttributeError, KeyError, TypeError,
+            IndexError, MemoryError) as e:  # torch's reader raises any of these on a damaged file
+        raise ConfigError(path, None, f"not a readable PyTorch checkpoint, or a truncated one "
+                                      f"({type(e).__name__}: {_first_line(str(e))})") from None
+
+
+def _first_line(msg: str) -> str:
+    """The informative line of torch's multi-line messages (the 'Unsupported global' one when there is one)."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    pick = next((ln for ln in lines if "Unsupported" in ln or "GLOBAL" in ln), lines[0] if lines else "")
+    return pick[:200]
 
 
 def interval_verdict(d_lo: float, d_hi: float, *, tolerance: float, margin: float) -> str:
@@ -53,17 +92,33 @@ def metric_verdict(value: float, published: float, *, ci: tuple[float, float] | 
 
 
 def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str, tolerance: float = 0.005,
-                     margin: float = 1.0, name: str | None = None) -> dict:
-    """Evaluate `checkpoint` with `recipe`; write reports/checks/<name>.json and .md."""
+                     margin: float = 1.0, name: str | None = None, trust: bool = False) -> dict:
+    """Evaluate `checkpoint` with `recipe`; write reports/checks/<name>.json and .md.
+
+    The file is opened weights-only before any family sees it (see `load_weights`); `trust` allows
+    full unpickling of this one file."""
     import hashlib
     import shlex
     import sys
 
-    from .families import get_family, require
+    from .families import family_names, get_family, require
 
     require(recipe.family)
-
-    counts = get_family(recipe.family).evaluate(recipe, checkpoint)
+    family = get_family(recipe.family)
+    if not hasattr(family, "evaluate"):
+        able = [f for f in family_names() if hasattr(get_family(f), "evaluate")]
+        raise ConfigError(recipe.path, "family", f"`reprozoo eval` cannot evaluate {recipe.family} checkpoints yet", able)
+    token = _TRUSTED.set(_TRUSTED.get() | {str(Path(checkpoint).resolve())} if trust else _TRUSTED.get())
+    try:
+        load_weights(checkpoint)  # refuse code and garbage here, with one line, whatever the family does next
+        counts = family.evaluate(recipe, checkpoint)
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        what = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        raise ConfigError(checkpoint, None, f"does not fit the model of recipe {recipe.name!r}: {what[:300]}") from None
+    finally:
+        _TRUSTED.reset(token)
     from datetime import datetime, timezone
 
     result = {"recipe": recipe.name, "checkpoint": Path(checkpoint).name,

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import paths
+from . import paths, yamlfile
 from .errors import ConfigError
 from .schema import Field, ListOf, Section, non_negative, positive
 
@@ -101,10 +99,7 @@ def load_baseline(ref: str | Path, known_recipes=None) -> Baseline:
     path = Path(ref) if str(ref).endswith(".yaml") else paths.baselines_dir() / f"{ref}.yaml"
     if not path.exists():
         raise ConfigError(path, None, "no such claims file", list_baselines())
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(path, None, f"not valid YAML: {e}") from None
+    raw = yamlfile.load(path, "claims")
     data = FILE_SCHEMA.validate(raw, path, "")
     claims = []
     for i, c in enumerate(data["claims"]):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from .errors import ReprozooError
@@ -75,7 +77,8 @@ def cmd_prepare(args) -> int:
 def cmd_run(args) -> int:
     from .families import require
     from .recipes import load_recipe
-    from .runs import execute, run_dir
+    from .preflight import execute
+    from .runs import run_dir
 
     recipe = load_recipe(args.recipe)
     require(recipe.family)
@@ -141,7 +144,7 @@ def cmd_eval(args) -> int:
     if not Path(args.checkpoint).is_file():
         raise ConfigError(args.checkpoint, None, "no such checkpoint file")
     r = check_checkpoint(load_recipe(args.recipe), Path(args.checkpoint), published=args.published, source=args.source,
-                         tolerance=args.tolerance, margin=args.margin, name=args.name)
+                         tolerance=args.tolerance, margin=args.margin, name=args.name, trust=args.trust_checkpoint)
     name, value = ("top-1", r["accuracy"]) if "accuracy" in r else (r["metric"], r["value"])
     print(f"{r['checkpoint']} through {r['recipe']}: {name} {value:.2f} on {r['total']} images, 95% interval "
           f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]; published {r['published']:.2f} -> {r['verdict']}")
@@ -289,6 +292,8 @@ def main(argv=None) -> int:
     s.add_argument("--tolerance", type=float, default=0.005, help="rounding of the published number (default 0.005: two decimals)")
     s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
     s.add_argument("--name", default=None, help="report name under reports/checks/ (default RECIPE--CHECKPOINT)")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of this file if weights-only loading refuses it: that can run code from the file")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("check", help="sanity checks on a recipe's real data and model -> reports/checks/<recipe>.md")
@@ -306,12 +311,36 @@ def main(argv=None) -> int:
     s.add_argument("--check", action="store_true", help="only check that the committed files are up to date")
     s.set_defaults(func=cmd_pipeline)
 
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also REPROZOO_DEBUG=1)")
     args = p.parse_args(argv)
+    debug = args.debug or os.environ.get("REPROZOO_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except ReprozooError as e:
-        print(f"reprozoo: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("reprozoo: interrupted. Finished runs are kept; the same command resumes an unfinished run from its last "
+              "checkpoint.", file=sys.stderr)
+        return 130
+    except Exception as e:  # the one error boundary: every failure is one line unless --debug
+        if debug:
+            raise
+        print(f"reprozoo: error: {describe(e)}", file=sys.stderr)
         return 2
+
+
+def describe(e: BaseException) -> str:
+    """One line for any exception: ours say what to fix; others name the file and the kind of failure."""
+    if isinstance(e, ReprozooError):
+        return str(e)
+    if isinstance(e, OSError) and e.filename:
+        hint = {errno.ENOSPC: " (the disk is full: free space and re-run; the run resumes)",
+                errno.EACCES: " (no permission: check the folder's owner and mode)",
+                errno.EROFS: " (read-only file system)"}.get(e.errno, "")
+        return f"{e.filename}: {e.strerror or type(e).__name__}{hint}"
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return (f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__) + \
+        " (unexpected; REPROZOO_DEBUG=1 or --debug shows where)"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import paths
+from . import fetch, paths
+from .errors import ReprozooError
+
+
+class DataError(ReprozooError):
+    """A raw dataset file is damaged or not what the dataset expects."""
 
 
 def prepared_dir(name: str) -> Path:
@@ -26,11 +31,33 @@ def prepare(family: str, name: str, force: bool = False) -> Path:
     staging = out.parent / f".{name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    get_family(family).prepare(name, staging)
+    try:
+        get_family(family).prepare(name, staging)
+    except Exception as e:
+        raise _named(e, name, staging) from None
+    except BaseException:  # Ctrl-C: no half-prepared folder stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
     return out
+
+
+def _named(e: Exception, name: str, staging: Path) -> ReprozooError:
+    """The error of a failed prepare, naming the user's raw file rather than its copy in the staging
+    folder (which is removed: nothing partial stays behind)."""
+    copies = {c: o for c, o in fetch.ORIGINS.items() if staging in c.parents}
+    shutil.rmtree(staging, ignore_errors=True)
+    msg = " ".join(str(e).split()) or type(e).__name__
+    for copy, origin in copies.items():
+        msg = msg.replace(str(copy), origin)
+    if isinstance(e, ReprozooError):
+        return e if msg == " ".join(str(e).split()) else DataError(msg)
+    culprit = next(reversed(copies.values()), None)  # files are read as they are fetched: the last one failed
+    where = f"{culprit}: " if culprit and culprit not in msg else ""
+    return DataError(f"{where}preparing dataset {name!r} failed ({type(e).__name__}: {msg[:300]}); "
+                     "is the file complete and the original? Replace it and run the command again")
 
 
 def ensure_prepared(family: str, name: str) -> Path:

@@ -20,6 +20,11 @@ class FetchError(ReprozooError):
     """A raw file is missing, unreachable or corrupt."""
 
 
+# copy in a prepare stage's staging folder -> the user's file (or URL) it came from, newest last, so that
+# an error found while parsing the copy can name the file the user must replace
+ORIGINS: dict[Path, str] = {}
+
+
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -43,6 +48,7 @@ def fetch(dataset: str, filename: str, *, md5: str | None, url: str | None, dest
                 raise FetchError(f"{local}: md5 {md5sum(local)} does not match the expected {md5}; "
                                  "the file is corrupt or another version")
             shutil.copyfile(local, target)
+            ORIGINS[target] = str(local)
             return target
     if url is None:
         raise FetchError(_missing(dataset, filename, "it has no public download"))
@@ -58,6 +64,7 @@ def fetch(dataset: str, filename: str, *, md5: str | None, url: str | None, dest
         partial.unlink()
         raise FetchError(f"{url}: downloaded md5 {got} does not match the expected {md5}")
     partial.replace(target)
+    ORIGINS[target] = url
     return target
 
 

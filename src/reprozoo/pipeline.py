@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from . import paths, yamlfile
 from .claims import list_baselines, load_baseline
 from .errors import ConfigError
 from .io import atomic_write_text
@@ -39,10 +39,7 @@ def load_params() -> dict:
     path = params_file()
     if not path.exists():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, "params.yaml must be a mapping")
-    return data
+    return yamlfile.load(path, "params", empty_ok=True)
 
 
 KEYS = ["checks", "recipes", "seeds"]

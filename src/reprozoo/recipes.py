@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import paths
+from . import paths, yamlfile
 from .errors import ConfigError
 from .families import family_names, get_family, missing_extra
 from .schema import Component, Field, ListOf, Section
 from .tricks import TRICKS, check_family
 
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,()-]*")  # the run folder runs/<name>/ stays under runs/
 CORE_FIELDS = {
     "family": Field(str, choices=family_names, doc="task family that trains this recipe"),
     "description": Field(str, default="", doc="one line for `reprozoo list`"),
@@ -48,20 +50,6 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"name": self.name, "hash": self.hash, **self.config}, sort_keys=False)
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(path, None, f"not valid YAML: {e}") from None
-    except FileNotFoundError:
-        raise ConfigError(path, None, "file not found") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, "a recipe must be a YAML mapping")
-    return data
 
 
 def all_recipe_files(root: Path | None = None) -> dict[str, Path]:
@@ -114,7 +102,7 @@ def _resolve_raw(path: Path, root: Path, seen: tuple[Path, ...] = ()) -> tuple[d
     if path in seen:
         cycle = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(path, "extends", f"circular extends: {cycle}")
-    data = _read_yaml(path)
+    data = yamlfile.load(path, "recipe")
     parent_ref = data.pop("extends", None)
     if parent_ref is None:
         return data, (path,)
@@ -133,6 +121,9 @@ def load_recipe(ref: str | Path, root: Path | None = None) -> Recipe:
     fam_dir = _family_dir(chain[0], root)
     if fam_dir is not None and fam_dir in family_names() and fam_dir != config["family"]:
         raise ConfigError(chain[0], "family", f"recipe lives in recipes/{fam_dir}/ but says family {config['family']!r}", [fam_dir])
+    if not NAME.fullmatch(chain[0].stem):
+        raise ConfigError(chain[0], None, f"recipe name {chain[0].stem!r} cannot name a run folder: use letters, digits "
+                                          "and _ . + - = , ( ), not starting with . or -")
     return Recipe(name=chain[0].stem, path=chain[0], config=config, chain=chain)
 
 

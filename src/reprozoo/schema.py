@@ -6,6 +6,7 @@ without reading code.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class Field:
             return None
         if not _is_instance(value, self.types):
             raise ConfigError(file, key, f"expected {_type_name(self.types)}, got {value!r}")
+        if problem := sane_number(value):
+            raise ConfigError(file, key, problem)
         choices = self.choices() if callable(self.choices) else self.choices
         if choices is not None and value not in choices:
             raise ConfigError(file, key, f"unknown value {value!r}", choices)
@@ -133,11 +136,14 @@ class Component:
             bad = sorted(unknown)[0]
             raise ConfigError(file, _join(key, bad), f"unknown parameter of {self.registry.kind} {name!r}", params)
         out = {"name": name}
+        checks = self.registry.info(name).get("checks", {})
         for pname, p in params.items():
             if pname in kwargs:
                 v = kwargs[pname]
                 if p.default is not inspect.Parameter.empty and p.default is not None and not _is_instance(v, type(p.default)):
                     raise ConfigError(file, _join(key, pname), f"expected {_type_name(type(p.default))}, got {v!r}")
+                if (problem := sane_number(v)) or (pname in checks and (problem := checks[pname](v))):
+                    raise ConfigError(file, _join(key, pname), problem)
                 out[pname] = v
             elif p.default is inspect.Parameter.empty:
                 raise ConfigError(file, _join(key, pname), f"missing required parameter of {self.registry.kind} {name!r}")
@@ -162,6 +168,36 @@ def _copy(v):
     if isinstance(v, list):
         return [_copy(x) for x in v]
     return v
+
+
+MAX_INT = 10**9  # no count in a recipe (iterations, sizes, layers) comes near this; a larger one is a typo
+
+
+def sane_number(v) -> str | None:
+    """NaN/Inf, or an integer no run could ever reach, is a problem whatever the key."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"must be a finite number, got {v!r}"
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        return f"{v} is beyond any run (limit {MAX_INT:.0e}); a typo?"
+    return None
+
+
+def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False):
+    """A check: lo <= v <= hi, each end open or closed; `math.inf` for no upper bound."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+
+    def check(v):
+        ok = (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+        return None if ok else f"must be in {left}{lo:g}, {hi:g}{right}, got {v!r}"
+    return check
+
+
+def one_of(*choices):
+    def check(v):
+        return None if v in choices else f"unknown value {v!r} (allowed: {', '.join(map(str, choices))})"
+    return check
 
 
 def positive(v):

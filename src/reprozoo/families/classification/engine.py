@@ -12,6 +12,7 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.runner import Runner
 from torch.utils.data import BatchSampler, DataLoader
 
+from ...checkpoints import load_weights
 from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
@@ -213,8 +214,8 @@ def train(recipe, seed, ctx) -> dict:
 def load_checkpoint(net: torch.nn.Module, path) -> None:
     """Load a published checkpoint: a state dict, {'state_dict': ...} or an MMEngine checkpoint; `module.`
     prefixes (DataParallel) removed. BatchNorm's `num_batches_tracked`, absent from checkpoints older
-    than PyTorch 0.4.1, may be missing."""
-    obj = torch.load(path, map_location="cpu", weights_only=False)  # published files pickle plain dicts with floats
+    than PyTorch 0.4.1, may be missing. Loaded weights-only: a checkpoint never runs code."""
+    obj = load_weights(path)
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     sd = {k.removeprefix("module.").removeprefix("net."): v for k, v in sd.items()}
     try:

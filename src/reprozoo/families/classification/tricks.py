@@ -4,7 +4,8 @@ A trick patches the resolved recipe (schedules: they are recipe settings already
 Runner config that `engine.runner_config` builds: `custom_hooks` (EMAHook), `optim_wrapper`
 (clip_grad, paramwise_cfg), and `model`, the keyword arguments of `engine.Classifier` (loss
 settings, batch augmentations, test-time augmentation). `check` rejects a trick that the recipe's
-model or dataset cannot take, or that would change nothing, when the recipe is loaded.
+model or dataset cannot take, or that would change nothing, when the recipe is loaded; the range of
+each parameter is declared and checked in `reprozoo.tricks`.
 """
 from __future__ import annotations
 
@@ -32,12 +33,9 @@ def _check(config: dict, trick: dict, file, key: str) -> None:
     elif name in ("trivialaugment", "autoaugment") and DATASETS.info(config["dataset"]["name"]).get("modality") != "image":
         problem = f"needs images; dataset {config['dataset']['name']!r} holds " \
                   f"{DATASETS.info(config['dataset']['name']).get('modality', 'non-image')} inputs"
-    elif name == "autoaugment" and trick["policy"] not in ("cifar10", "imagenet", "svhn"):
-        raise ConfigError(file, f"{key}.policy", f"unknown AutoAugment policy {trick['policy']!r}", ["cifar10", "imagenet", "svhn"])
-    elif name == "cutout" and trick["size"] < 1:
-        raise ConfigError(file, f"{key}.size", f"must be >= 1, got {trick['size']!r}")
-    elif name == "warmup" and not 0 < trick["fraction"] < 1:
-        raise ConfigError(file, f"{key}.fraction", f"must be in (0, 1), got {trick['fraction']!r}")
+    elif name == "cutout" and trick["size"] > (side := DATASETS.info(config["dataset"]["name"])["input_size"]):
+        raise ConfigError(file, f"{key}.size", f"must be at most the input size {side} of dataset "
+                                              f"{config['dataset']['name']!r}, got {trick['size']!r}")
     if problem:
         raise ConfigError(file, key, f"trick {name!r} {problem}")
 

@@ -69,7 +69,7 @@ def _read_batches(tar_path: Path, members: list[str], label_key: str) -> tuple[n
     return np.concatenate(xs), np.concatenate(ys)
 
 
-@DATASETS.register("cifar10", modality="image", source="Krizhevsky 2009; cifar-10-python.tar.gz, official train/test split")
+@DATASETS.register("cifar10", modality="image", input_size=32, source="Krizhevsky 2009; cifar-10-python.tar.gz, official train/test split")
 class CIFAR10(_CIFAR):
     """CIFAR-10: 50000 train / 10000 test 32x32 colour images, 10 classes."""
 
@@ -91,7 +91,7 @@ class CIFAR10(_CIFAR):
     dataset_dir = "cifar10"
 
 
-@DATASETS.register("cifar100", modality="image", source="Krizhevsky 2009; cifar-100-python.tar.gz, fine labels")
+@DATASETS.register("cifar100", modality="image", input_size=32, source="Krizhevsky 2009; cifar-100-python.tar.gz, fine labels")
 class CIFAR100(CIFAR10):
     """CIFAR-100: 50000 train / 10000 test 32x32 colour images, 100 fine classes."""
 
@@ -106,7 +106,7 @@ class CIFAR100(CIFAR10):
         super().__init__(normalize, augment)
 
 
-@DATASETS.register("cifar10_subset", modality="image",
+@DATASETS.register("cifar10_subset", modality="image", input_size=32,
                    source="shared data store: cifar10/exact_subset.npz, real CIFAR-10 pixels in the official order")
 class CIFAR10Subset(_CIFAR):
     """5170 real CIFAR-10 train images and the first 1017 official test images (a local subset, no download)."""

@@ -41,7 +41,7 @@ def read_idx(raw: bytes) -> np.ndarray:
     return data.reshape(shape)
 
 
-@DATASETS.register("mnist", modality="image", source="LeCun et al. 1998; the official idx files (60000 train / 10000 test)")
+@DATASETS.register("mnist", modality="image", input_size=28, source="LeCun et al. 1998; the official idx files (60000 train / 10000 test)")
 class MNIST:
     """MNIST: 60000 train / 10000 test 28x28 grey digits."""
 

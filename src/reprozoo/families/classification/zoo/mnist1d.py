@@ -79,7 +79,7 @@ class GRU(nn.Module):
         return self.linear(out.reshape(out.shape[0], -1))
 
 
-@DATASETS.register("mnist1d", modality="sequence", source="greydanus/mnist1d mnist1d/data.py: make_dataset(get_dataset_args())")
+@DATASETS.register("mnist1d", modality="sequence", input_size=40, source="greydanus/mnist1d mnist1d/data.py: make_dataset(get_dataset_args())")
 class MNIST1D:
     """MNIST-1D, generated offline: 4000 train / 1000 test sequences of length 40 (seed 42)."""
 
@@ -105,7 +105,7 @@ class MNIST1D:
         return ArrayDataset(np.load(Path(data_dir) / f"x{key}.npy"), np.load(Path(data_dir) / f"y{key}.npy"))
 
 
-@DATASETS.register("mnist1d_shuffled", modality="sequence", source="greydanus/mnist1d README, 'MNIST-1D (shuffle)' row: shuffle_seq=True")
+@DATASETS.register("mnist1d_shuffled", modality="sequence", input_size=40, source="greydanus/mnist1d README, 'MNIST-1D (shuffle)' row: shuffle_seq=True")
 class MNIST1DShuffled(MNIST1D):
     """MNIST-1D with the time axis permuted by one fixed permutation (the table's 'shuffle' row)."""
 
