@@ -47,7 +47,8 @@ def cmd_list(args) -> int:
             import inspect
 
             info = TRICKS.info(t)
-            params = ", ".join(f"{k}={p.default}" for k, p in inspect.signature(TRICKS.get(t)).parameters.items())
+            ranges = {k: f" in {c.range}" for k, c in info.get("checks", {}).items()}
+            params = ", ".join(f"{k}={p.default}{ranges.get(k, '')}" for k, p in inspect.signature(TRICKS.get(t)).parameters.items())
             print(f"  {t:<20} {info['doc']}\n  {'':<20} params: {params or 'none'}; families: "
                   f"{', '.join(info.get('families', ()))}\n  {'':<20} source: {info.get('source', '')}")
     if what in ("all", "ablations"):
@@ -168,6 +169,17 @@ def cmd_curve(args) -> int:
 
     for p in curve_report(args.recipe, args.seed):
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_site(args) -> int:
+    from .site import build
+
+    from . import paths
+
+    files = build()
+    site = paths.reports_dir() / "site"
+    print(f"wrote {len(files)} files under {site}/; open {site / 'index.html'} in a browser")
     return 0
 
 
@@ -306,6 +318,9 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_curve)
 
+    s = sub.add_parser("site", help="the results site: every claim, verdict, ablation and check -> reports/site/index.html")
+    s.set_defaults(func=cmd_site)
+
     s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
     s.add_argument("baseline", help="claims file name, or `all`")
     s.add_argument("--check", action="store_true", help="only check that the committed files are up to date")
@@ -322,6 +337,9 @@ def main(argv=None) -> int:
         print("reprozoo: interrupted. Finished runs are kept; the same command resumes an unfinished run from its last "
               "checkpoint.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reprozoo list | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # the one error boundary: every failure is one line unless --debug
         if debug:
             raise

@@ -196,11 +196,31 @@ def render(name: str) -> str:
                      *(f"runs/{a.name}" for a in ab.arms())],
             "outs": [{f"reports/ablations/{ab.name}{ext}": {"cache": False}} for ext in (".json", ".md", ".csv", ".tex", ".png")],
         }
+    ablations = _ablations(name, recipes)
+    stages[f"site_{name}"] = {  # no outs: every pipeline's site stage rewrites the one site, which git tracks
+        **common,
+        "cmd": "reprozoo site",
+        "deps": [f"reports/{name}.json", *(f"reports/ablations/{ab.name}.json" for ab in ablations), "src/reprozoo/site.py"],
+    }
     doc = {"stages": stages}
     if nested:
         doc = {"vars": ["../../params.yaml"], **doc}
-    doc["plots"] = [{f"reports/{name}_seeds.csv": {"x": "seed", "y": "value", "template": "scatter"}}]
+    doc["plots"] = [{_rel_to(f"reports/{name}_seeds.csv", nested): {"x": "seed", "y": "value", "template": "scatter",
+                                                   "title": f"{name}: each seed's result", "x_label": "seed", "y_label": "value"}}]
+    seeds = baseline_params(name)["seeds"]
+    runs = [(r.name, r.family, seeds) for r in recipes] + \
+        [(a.name, load_recipe(ab.config["base"]).family, ab.config["seeds"]) for ab in ablations for a in ab.arms() if a.tricks]
+    for run, family, run_seeds in runs:
+        for curve in ("loss", *(("accuracy",) if family == "classification" else ())):
+            doc["plots"].append({f"{curve}_{run}": {  # one line per seed: `dvc plots show` / `dvc plots diff`
+                "title": f"{run}: {curve} per seed", "x": "step", "x_label": "iteration", "y_label": curve,
+                "y": {_rel_to(f"runs/{run}/seed{sd}/dvclive/plots/metrics/{curve}.tsv", nested): curve for sd in run_seeds}}})
     return HEADER.format(name=name) + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _rel_to(path: str, nested: bool) -> str:
+    """A path in a top-level `plots:` entry is relative to its dvc.yaml (`wdir` applies to stages only)."""
+    return f"../../{path}" if nested else path
 
 
 def _train_stage(run_name: str, r, chain, seeds, ref: str, common: dict, tricks: bool = False) -> dict:

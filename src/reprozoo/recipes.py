@@ -112,11 +112,21 @@ def _resolve_raw(path: Path, root: Path, seen: tuple[Path, ...] = ()) -> tuple[d
     return _merge(parent, data), (path, *chain)
 
 
+def _path(ref: str | Path, root: Path) -> Path:
+    return Path(ref) if Path(ref).suffix in (".yaml", ".yml") else _locate(str(ref), None, root)
+
+
+def read_raw(ref: str | Path) -> dict:
+    """The recipe merged over the ones it extends, not validated: for listings that must not import a
+    family's framework (the site)."""
+    root = paths.recipes_dir().resolve()
+    return _resolve_raw(_path(ref, root), root)[0]
+
+
 def load_recipe(ref: str | Path, root: Path | None = None) -> Recipe:
     """Load, resolve and validate a recipe given its name or its path."""
     root = (root or paths.recipes_dir()).resolve()
-    path = Path(ref) if Path(ref).suffix in (".yaml", ".yml") else _locate(str(ref), None, root)
-    raw, chain = _resolve_raw(Path(path), root)
+    raw, chain = _resolve_raw(_path(ref, root), root)
     config = validate_recipe(raw, chain[0])
     fam_dir = _family_dir(chain[0], root)
     if fam_dir is not None and fam_dir in family_names() and fam_dir != config["family"]:

@@ -191,12 +191,14 @@ def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fals
     def check(v):
         ok = (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
         return None if ok else f"must be in {left}{lo:g}, {hi:g}{right}, got {v!r}"
+    check.range = f"{left}{lo:g}, {hi:g}{right}"
     return check
 
 
 def one_of(*choices):
     def check(v):
         return None if v in choices else f"unknown value {v!r} (allowed: {', '.join(map(str, choices))})"
+    check.range = "{" + ", ".join(map(str, choices)) + "}"
     return check
 
 
