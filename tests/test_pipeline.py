@@ -1,4 +1,5 @@
 """End to end: a reduced baseline through `dvc repro` in a scratch copy of the repository."""
+import json
 import os
 import re
 import shutil
@@ -70,8 +71,9 @@ def test_reduced_baseline_through_dvc(tmp_path):
     target = "pipelines/tiny/dvc.yaml"
 
     _, ran = _repro(root, target)
-    assert sorted(ran) == ["compare_tiny", "prepare_mnist1d", "report_tiny", "train_tiny_mlp@0", "train_tiny_mlp@1"]
-    assert ran[0] == "prepare_mnist1d" and ran[-2:] == ["compare_tiny", "report_tiny"]
+    assert sorted(ran) == ["compare_tiny", "prepare_mnist1d", "report_tiny", "site_tiny", "train_tiny_mlp@0", "train_tiny_mlp@1"]
+    assert ran[0] == "prepare_mnist1d" and ran[-3:] == ["compare_tiny", "report_tiny", "site_tiny"]
+    assert "tiny_mlp:accuracy" in (root / "reports/site/index.html").read_text()
     report = (root / "reports/tiny.md").read_text()
     assert "| tiny_mlp | accuracy (test) | 10 |" in report and "**above**" in report  # far above chance
     assert (root / "reports/tiny.png").read_bytes()[:4] == b"\x89PNG"
@@ -84,14 +86,25 @@ def test_reduced_baseline_through_dvc(tmp_path):
     params["tiny"]["seeds"] = [0, 1, 2]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _, ran = _repro(root, target)
-    assert ran == ["train_tiny_mlp@2", "compare_tiny", "report_tiny"]  # only the new seed trains
+    assert ran == ["train_tiny_mlp@2", "compare_tiny", "report_tiny", "site_tiny"]  # only the new seed trains
     assert len((root / "reports/tiny_seeds.csv").read_text().splitlines()) == 4
     assert not (root / "runs/mnist1d_cnn").exists()  # the default pipeline was not pulled in
 
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "3 seeds"], cwd=root, check=True)
     out, ran = _repro(root, target, "-S", "tiny.seeds=[0,1]", command="exp run")
-    assert ran == ["compare_tiny", "report_tiny"], out  # an override reuses the runs it already has
+    assert ran == ["compare_tiny", "report_tiny", "site_tiny"], out  # an override reuses the runs it already has
     assert "Ran experiment" in out
+
+    # a recipe value as an experiment parameter: the key the file has, and one it inherits (`+`)
+    recipe = "recipes/classification/tiny_mlp.yaml"
+    out, ran = _repro(root, target, "-S", f"{recipe}:schedule.iters=120", "-S", f"{recipe}:+optim.lr=0.02", "-n", "lr02",
+                      command="exp run")
+    assert sorted(ran) == ["compare_tiny", "report_tiny", "site_tiny", "train_tiny_mlp@0", "train_tiny_mlp@1"], out  # seeds [0, 1] applied above
+    show, _ = _repro(root, "--json", command="exp show")
+    exps = [e for rev in json.loads(show) for e in (rev.get("experiments") or [])]
+    params = {e["name"]: run["data"]["params"][recipe]["data"] for e in exps for run in e["revs"] if e.get("name")}
+    assert params["lr02"]["schedule"]["iters"] == 120 and params["lr02"]["optim"]["lr"] == 0.02
+    assert (root / "runs/tiny_mlp/seed0/recipe.yaml").read_text().count("lr: 0.02") == 1  # the run trained the variant
 
 
 def test_opt_in_checks_run_before_training(tmp_path):

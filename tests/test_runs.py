@@ -57,6 +57,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(project):
     reprozoo("run", "long_mlp", "--seed", "3", "--no-progress", cwd=project)
     d = run_dir("long_mlp", 3)
     expected, expected_curve = (d / "metrics.json").read_bytes(), _curve(d)
+    tsv = {n: (d / "dvclive/plots/metrics" / n).read_bytes() for n in ("loss.tsv", "accuracy.tsv", "lr.tsv", "grad_norm.tsv")}
     subprocess.run(["rm", "-rf", str(d)], check=True)
 
     h = load_recipe("long_mlp").hash
@@ -84,6 +85,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(project):
     assert env["resumed_from_iter"] >= 750
     assert (d / "metrics.json").read_bytes() == expected
     assert _curve(d) == expected_curve  # no duplicated or missing steps in the curves
+    for name, data in tsv.items():  # byte for byte: the rows before the resume keep their "\n" line ends
+        assert (d / "dvclive/plots/metrics" / name).read_bytes() == data, name
 
 
 def test_cli_reports_errors_without_traceback(project):

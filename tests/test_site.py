@@ -15,6 +15,9 @@ from reprozoo.claims import list_baselines, load_baseline
 from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FIRST_PAINT = """() => new Promise(done => { const t = setTimeout(() => done(1e9), 5000);
+  new PerformanceObserver(l => { for (const e of l.getEntries()) if (e.name === 'first-contentful-paint') { clearTimeout(t); done(e.startTime); } })
+  .observe({type: 'paint', buffered: true}); })"""
 
 
 @pytest.fixture
@@ -77,6 +80,7 @@ def test_site_in_a_real_browser(built, tmp_path):
             broken = page.eval_on_selector_all("img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src)")
             missing += [f"{f.name} -> image {b}" for b in broken]
         page.goto((out / "index.html").as_uri())
+        paint = page.evaluate(FIRST_PAINT)
         rows = page.locator("#claims tbody tr")
         total = rows.count()
         verdicts = [rows.nth(i).get_attribute("data-verdict") for i in range(total)]
@@ -93,6 +97,7 @@ def test_site_in_a_real_browser(built, tmp_path):
     assert len(pages) >= 15 and total == len(verdicts) >= 60
     assert visible == verdicts.count("reproduced") == int(shown) and 0 < visible < total
     assert shot.stat().st_size > 20_000
+    assert paint < 1000, f"first paint of the overview took {paint:.0f} ms"
     assert "seed 0: 31.5" in tips and len(tips) == 40  # 4 claims x 10 seeds, each dot says its seed and value
 
 
