@@ -285,3 +285,103 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert mode == 0o644
+
+
+# --- found by probing every command as a careless user would (each was a hang, a traceback or a silent result) ---
+
+ZZ_CLAIMS = "title: t\nsource: {paper: p, table: t}\ndefaults: {metric: accuracy, split: test, tolerance: 0.5}\nclaims:\n  - {recipe: tiny_mlp, value: 50}\n"
+GOOD_ENV = {"packages": {"torch": "2"}, "determinism": {"threads": 1}, "wall_seconds": 1.0, "peak_rss_mib": 1.0,
+            "command": "reprozoo run tiny_mlp", "started_utc": "2026-12-02T00:00:00+00:00", "recipe_hash": "x"}
+
+
+def _fake_run(project, metrics: str, env: str | None = None):
+    import json
+
+    d = project / "runs/tiny_mlp/seed0"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(metrics)
+    (d / "env.json").write_text(env if env is not None else json.dumps(GOOD_ENV))
+
+
+@pytest.mark.parametrize("argv, setup, words", [
+    (["run", "tiny_mlp", "--threads", "0"], None, ["threads must be in 1..", "reprozoo run --help"]),
+    (["run", "tiny_mlp", "--seed", "-1"], None, ["a seed must be in 0.."]),
+    (["check", "tiny_mlp", "--seed", "-1"], None, ["a seed must be in 0.."]),
+    (["bogus"], None, ["invalid choice: 'bogus'"]),
+    (["compare", "zz", "--seeds", "0", "0"], "claims", ["--seeds", "listed twice"]),
+    (["compare", "/tmp/zz/abs"], None, ["'/tmp/zz/abs' is not a name"]),
+    (["curve", "../../evil"], None, ["'../../evil' is not a name"]),
+    (["report", "/tmp/abs"], None, ["'/tmp/abs' is not a name"]),
+    (["compare", "zz"], "metrics_inf", ["metrics.json", "not {split: {metric: finite number}}", "--force` writes it again"]),
+    (["compare", "zz"], "metrics_bool", ["metrics.json", "not {split: {metric: finite number}}"]),
+    (["compare", "zz"], "metrics_garbage", ["metrics.json: not valid JSON"]),
+    (["compare", "zz"], "env_empty", ["env.json: not a run's env.json (missing ['packages'"]),
+    (["run", "zero"], "symlink_zero", ["zero.yaml: not a regular file"]),
+    (["compare", "zz"], "params_recipes", ["params.yaml: key 'zz.recipes': expected a list of recipe names"]),
+    (["compare", "zz"], "claim_huge_std", ["key 'claims[0].std'", "beyond any sensible value"]),
+    (["ablate", "dupmodes", "--no-train"], "dup_modes", ["key 'modes': expected distinct modes"]),
+])
+def test_probed_inputs_end_in_one_line(project, capsys, monkeypatch, argv, setup, words):
+    import json
+
+    if setup:
+        write(project / "baselines/zz.yaml", ZZ_CLAIMS)
+    if setup == "metrics_inf":
+        _fake_run(project, '{"test": {"accuracy": Infinity}}')
+    elif setup == "metrics_bool":
+        _fake_run(project, '{"test": {"accuracy": true}}')
+    elif setup == "metrics_garbage":
+        _fake_run(project, '{"test": {"accur')
+    elif setup == "env_empty":
+        _fake_run(project, '{"test": {"accuracy": 50.0}}', "{}")
+    elif setup == "symlink_zero":
+        (project / BASE / "zero.yaml").symlink_to("/dev/zero")
+    elif setup == "params_recipes":
+        write(project / "params.yaml", "zz:\n  seeds: [0]\n  recipes: nope\n")
+    elif setup == "claim_huge_std":
+        write(project / "baselines/zz.yaml", ZZ_CLAIMS.replace("value: 50}", "value: 50, std: 1.0e+200}"))
+    elif setup == "dup_modes":
+        spec = (REPO / "recipes/ablations/mnist1d_cnn_tricks.yaml").read_text()
+        write(project / "recipes/ablations/dupmodes.yaml", spec.replace("modes: [cumulative, leave-one-out]", "modes: [cumulative, cumulative]"))
+        assert "modes: [cumulative, cumulative]" in (project / "recipes/ablations/dupmodes.yaml").read_text()
+    rc = cli.main(argv) if argv != ["bogus"] and "--threads" not in argv and "--seed" not in argv else None
+    if rc is None:  # argparse usage errors exit through SystemExit(2)
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        rc = e.value.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "Traceback" not in err and err.startswith("reprozoo: error: "), err
+    assert all(w in err for w in words), err
+    assert not json.dumps(argv).count("evil") or not list(project.parent.glob("evil*"))  # nothing written outside
+
+
+def test_eval_arguments_and_nan_weights(project, tmp_path, capsys):
+    nan = tmp_path / "nan.pth"
+    torch.save({"state_dict": {"w": torch.full((2,), float("nan"))}}, nan)
+    base = ["eval", "mnist1d_mlp", "--checkpoint", str(nan), "--source", "s"]
+    assert "hold NaN or Inf (e.g. state_dict.w)" in one_line(capsys, [*base, "--published", "50"])
+    for extra, words in ((["--published", "250"], "--published must be in [0, 100]"),
+                         (["--published", "nan"], "--published must be in [0, 100]"),
+                         (["--published", "50", "--margin", "-1"], "--margin must be in [0, 100]"),
+                         (["--published", "50", "--name", "../../x"], "'../../x' is not a name")):
+        with pytest.raises(SystemExit) if "--name" not in extra else _nothing():
+            rc = cli.main([*base, *extra])
+            assert rc == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err
+    assert "--source" in one_line(capsys, ["eval", "mnist1d_mlp", "--checkpoint", str(nan), "--source", " ", "--published", "5"])
+
+
+def test_environment_variables_are_checked(project, capsys, monkeypatch):
+    monkeypatch.setenv("REPROZOO_THREADS", "abc")
+    assert "REPROZOO_THREADS='abc': expected a positive integer" in one_line(capsys, ["run", "tiny_mlp", "--no-progress"])
+    monkeypatch.setenv("REPROZOO_ROOT", "/nonexistent/project")
+    assert "REPROZOO_ROOT=/nonexistent/project: no such folder" in one_line(capsys, ["list"])
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

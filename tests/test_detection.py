@@ -343,7 +343,7 @@ def test_backbone_weights_offline_fail_at_once_or_come_from_a_local_file(project
     ("backbone_weights: weights/missing.pth", "backbone_weights", "no checkpoint file weights/missing.pth"),
     ("backbone_weights: imagenet", "backbone_weights", "expected 'zoo'"),
     ("dataset: {name: coco2017, val_images: 0}", "dataset", "val_images must be a positive integer"),
-    ("tricks: [{name: giou_loss, weight: -1}]", "tricks[0].weight", "must be > 0"),
+    ("tricks: [{name: giou_loss, weight: -1}]", "tricks[0].weight", "must be in (0, inf)"),
     ("tricks: [dice_loss]", "tricks[0]", "not available for family 'detection'"),
 ])
 def test_bad_recipes_name_the_file_and_key(project, body, key, message):

@@ -37,6 +37,33 @@ def test_same_seed_same_bytes_other_seed_differs(project):
     assert not (project / ".reprozoo/work/tiny_mlp" / f"seed0-{r.hash}").exists()  # scratch removed
 
 
+def test_env_records_the_machine_the_lock_file_the_dataset_and_the_diff(project):
+    import hashlib
+    import shutil
+
+    from conftest import REPO
+
+    shutil.copy(REPO / "uv.lock", project / "uv.lock")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], cwd=project, check=True)
+    write(project / "recipes/classification/tiny_mlp.yaml", TINY.format(iters=20, interval=10, ckpt=10))  # uncommitted
+    execute(load_recipe("tiny_mlp"), 0, progress=False)
+    d = run_dir("tiny_mlp", 0)
+    env = json.loads((d / "env.json").read_text())
+    cpuinfo = open("/proc/cpuinfo").read()
+    assert env["cpu_model"] in cpuinfo and set(env["cpu_flags"]) <= set(cpuinfo.split())
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["blas"]["BLAS_INFO"]
+    assert env["uv_lock_sha256"] == hashlib.sha256((project / "uv.lock").read_bytes()).hexdigest()
+    data = project / "datasets/mnist1d"
+    h = hashlib.sha256()
+    for f in sorted(p for p in data.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(data)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).hexdigest().encode())
+    assert env["dataset"] == {"name": "mnist1d", "sha256": h.hexdigest(), "bytes": sum(f.stat().st_size for f in data.rglob("*") if f.is_file())}
+    assert env["git_dirty"] is True and "iters: 20" in (d / "git.patch").read_text()
+
+
 def test_finished_run_is_reused_and_never_silently_replaced(project):
     r = load_recipe("tiny_mlp")
     execute(r, 0, progress=False)

@@ -300,7 +300,7 @@ def test_metric_matches_a_hand_count():
     ("dataset: {name: drive, train_images: 0}", "dataset", "train_images must be an integer in 1..20"),
     ("schedule: {lr_scaling: sqrt}", "schedule.lr_scaling", "unknown value 'sqrt'"),
     ("tricks: [mixup]", "tricks[0]", "not available for family 'segmentation'"),
-    ("tricks: [{name: longer_schedule, factor: 0.5}]", "tricks[0].factor", "must be > 1"),
+    ("tricks: [{name: longer_schedule, factor: 0.5}]", "tricks[0].factor", "must be in (1, 100]"),
 ])
 def test_bad_recipes_name_file_and_key(project, text, key, problem):
     from reprozoo.recipes import load_recipe

@@ -132,8 +132,11 @@ def load_ablation(ref: str | Path) -> Ablation:
         names = [t["name"] for t in config["tricks"]]
         if k not in names:
             raise ConfigError(path, f"published.{k}", "not one of this ablation's tricks", names)
-        if not isinstance(v, dict) or not isinstance(v.get("delta"), (int, float)) or not v.get("source"):
+        if not isinstance(v, dict) or set(v) != {"delta", "source"} or isinstance(v["delta"], bool) \
+                or not isinstance(v["delta"], (int, float)) or not math.isfinite(v["delta"]) or not isinstance(v["source"], str) or not v["source"].strip():
             raise ConfigError(path, f"published.{k}", "expected {delta: <number>, source: <paper, table>}")
+    if len(set(config["modes"])) != len(config["modes"]) or not config["modes"]:
+        raise ConfigError(path, "modes", f"expected distinct modes, at least one, got {config['modes']!r}", MODES)
     # the full stack must be a valid recipe: family support and the model's own checks, reported against the spec
     base = load_recipe(config["base"])
     full = {**base.config, "tricks": [*base.config["tricks"], *config["tricks"]]}

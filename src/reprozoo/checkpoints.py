@@ -49,6 +49,23 @@ def load_weights(path, map_location="cpu"):
                                       f"({type(e).__name__}: {_first_line(str(e))})") from None
 
 
+def _finite_weights(obj, path) -> None:
+    """A checkpoint whose tensors hold NaN/Inf would be scored as if it were a model: refuse it."""
+    import torch
+
+    bad, stack = [], [("", obj)]
+    while stack:
+        key, x = stack.pop()
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+            bad.append(key)
+        elif isinstance(x, dict):
+            stack += [(f"{key}.{k}" if key else str(k), v) for k, v in x.items()]
+        elif isinstance(x, (list, tuple)):
+            stack += [(f"{key}[{i}]", v) for i, v in enumerate(x)]
+    if bad:
+        raise ConfigError(path, None, f"{len(bad)} tensors hold NaN or Inf (e.g. {sorted(bad)[0]}): not a trained model's weights")
+
+
 def _first_line(msg: str) -> str:
     """The informative line of torch's multi-line messages (the 'Unsupported global' one when there is one)."""
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
@@ -110,7 +127,7 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
         raise ConfigError(recipe.path, "family", f"`reprozoo eval` cannot evaluate {recipe.family} checkpoints yet", able)
     token = _TRUSTED.set(_TRUSTED.get() | {str(Path(checkpoint).resolve())} if trust else _TRUSTED.get())
     try:
-        load_weights(checkpoint)  # refuse code and garbage here, with one line, whatever the family does next
+        _finite_weights(load_weights(checkpoint), checkpoint)  # refuse code, garbage and NaN here, whatever the family does next
         counts = family.evaluate(recipe, checkpoint)
     except RuntimeError as e:
         if "state_dict" not in str(e):

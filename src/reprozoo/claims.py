@@ -96,6 +96,8 @@ class Baseline:
 
 
 def load_baseline(ref: str | Path, known_recipes=None) -> Baseline:
+    if not str(ref).endswith(".yaml") and ("/" in str(ref) or str(ref).startswith(".")):
+        raise ConfigError(ref, None, "a baseline is named by its claims file's name under baselines/ (or a .yaml path)", list_baselines())
     path = Path(ref) if str(ref).endswith(".yaml") else paths.baselines_dir() / f"{ref}.yaml"
     if not path.exists():
         raise ConfigError(path, None, "no such claims file", list_baselines())

@@ -17,6 +17,51 @@ EPILOG = """examples:
 The whole default pipeline: `uv run dvc repro` (see README.md)."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (the usage is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"reprozoo: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not low <= v < 2**31:
+            raise argparse.ArgumentTypeError(f"{what} must be in {low}..{2**31 - 1}, got {v}")
+        return v
+    return parse
+
+
+def _finite_float(low: float, high: float, what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not low <= v <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{what} must be in [{low:g}, {high:g}], got {text}")
+        return v
+    return parse
+
+
+SEED = _int_at_least(0, "a seed")
+THREADS = _int_at_least(1, "threads")
+
+
+def _plain_name(name: str, what: str) -> str:
+    """A recipe, baseline or report name that is a name, not a path: results land under reports/ and runs/."""
+    from .errors import ConfigError
+    from .recipes import NAME
+
+    if not NAME.fullmatch(name):
+        raise ConfigError("command line", what, f"{name!r} is not a name (letters, digits, _ . + - = , ( ); no slashes)")
+    return name
+
+
 def cmd_list(args) -> int:
     from .claims import list_baselines, load_baseline
     from .families import family_names, get_family
@@ -91,8 +136,11 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import compare
+    from .errors import ConfigError
 
-    result = compare(args.baseline, seeds=args.seeds)
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError("command line", "--seeds", f"a seed is listed twice: {args.seeds}")
+    result = compare(_plain_name(args.baseline, "baseline"), seeds=args.seeds)
     for label, c in result["claims"].items():
         s = c.get("summary") or {}
         mean = f"{s['mean']:.2f} ± {s['std'] or 0:.2f} (n={s['n']})" if s else "no runs"
@@ -112,7 +160,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from .reports import report
 
-    for p in report(args.baseline):
+    for p in report(_plain_name(args.baseline, "baseline")):
         print(f"wrote {p}")
     return 0
 
@@ -144,6 +192,10 @@ def cmd_eval(args) -> int:
 
     if not Path(args.checkpoint).is_file():
         raise ConfigError(args.checkpoint, None, "no such checkpoint file")
+    if args.name is not None:
+        _plain_name(args.name, "--name")
+    if not args.source.strip():
+        raise ConfigError("command line", "--source", "say where the published number comes from (paper and table, or repo and file)")
     r = check_checkpoint(load_recipe(args.recipe), Path(args.checkpoint), published=args.published, source=args.source,
                          tolerance=args.tolerance, margin=args.margin, name=args.name, trust=args.trust_checkpoint)
     name, value = ("top-1", r["accuracy"]) if "accuracy" in r else (r["metric"], r["value"])
@@ -167,7 +219,7 @@ def cmd_check(args) -> int:
 def cmd_curve(args) -> int:
     from .reports import curve_report
 
-    for p in curve_report(args.recipe, args.seed):
+    for p in curve_report(_plain_name(args.recipe, "recipe"), args.seed):
         print(f"wrote {p}")
     return 0
 
@@ -233,9 +285,9 @@ def cmd_settle(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="reprozoo", description="Reproduce published baselines with seed-aware verdicts.",
+    p = Parser(prog="reprozoo", description="Reproduce published baselines with seed-aware verdicts.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("list", help="show recipes, claims files, families or tricks")
     s.add_argument("what", nargs="?", default="all", choices=["all", "recipes", "claims", "families", "tricks", "ablations"])
@@ -248,21 +300,21 @@ def main(argv=None) -> int:
 
     s = sub.add_parser("run", help="train a recipe with one or more seeds into runs/<recipe>/seed<N>/")
     s.add_argument("recipe", help="recipe name (see `reprozoo list recipes`) or path to a recipe YAML")
-    s.add_argument("--seed", type=int, nargs="+", default=[0], help="seed(s) (default: 0)")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $REPROZOO_THREADS or 1; part of bitwise determinism)")
+    s.add_argument("--seed", type=SEED, nargs="+", default=[0], help="seed(s) (default: 0)")
+    s.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads (default: $REPROZOO_THREADS or 1; part of bitwise determinism)")
     s.add_argument("--force", action="store_true", help="re-run and replace a finished run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("repro", help="run a DVC pipeline's pending runs side by side (local cores/GPUs, SLURM, Ray), then `dvc repro`")
     s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, `all`, or a DVC stage target")
-    s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (default 2)")
+    s.add_argument("--jobs", "-j", type=THREADS, default=2, help="runs at a time (default 2)")
     s.add_argument("--executor", default="local", choices=["local", "slurm", "ray"], help="where runs go (default local)")
     s.add_argument("--gpus", default=None, help="GPU indices to share out, e.g. 0,1,2,3: each run gets its own (CUDA_VISIBLE_DEVICES)")
-    s.add_argument("--gpus-per-run", type=int, default=None, help="GPUs each run gets (default 1 with --gpus, else 0); "
+    s.add_argument("--gpus-per-run", type=THREADS, default=None, help="GPUs each run gets (default 1 with --gpus, else 0); "
                    "slurm/ray ask the scheduler for them")
-    s.add_argument("--threads", type=int, default=None, help="torch threads per run (default: $REPROZOO_THREADS or 1, as `dvc repro`)")
-    s.add_argument("--retries", type=int, default=1, help="re-runs of a run killed by a signal, OOM or preemption (default 1); it resumes")
+    s.add_argument("--threads", type=THREADS, default=None, help="torch threads per run (default: $REPROZOO_THREADS or 1, as `dvc repro`)")
+    s.add_argument("--retries", type=_int_at_least(0, "--retries"), default=1, help="re-runs of a run killed by a signal, OOM or preemption (default 1); it resumes")
     s.add_argument("--dry", action="store_true", help="list the pending runs, longest first, and stop")
     s.add_argument("--no-run-cache", action="store_true", help="do not restore runs from DVC's run-cache")
     s.add_argument("--detach", action="store_true", help="slurm: submit and exit; the next `reprozoo repro` collects the jobs")
@@ -273,15 +325,15 @@ def main(argv=None) -> int:
 
     s = sub.add_parser("settle", help="add seeds in rounds until every verdict / adopt decision of a baseline or ablation is settled")
     s.add_argument("target", help="a baseline with a params.yaml section, or an ablation")
-    s.add_argument("--max-seeds", type=int, default=20, help="cap on seeds (default 20)")
-    s.add_argument("--stable", type=float, default=0.9, help="replication share that counts as stable (default 0.9)")
-    s.add_argument("--step", type=int, default=5, help="seeds added per round (default 5)")
-    s.add_argument("--jobs", "-j", type=int, default=2, help="runs at a time (reprozoo repro)")
+    s.add_argument("--max-seeds", type=_int_at_least(2, "--max-seeds"), default=20, help="cap on seeds (default 20)")
+    s.add_argument("--stable", type=_finite_float(0.5, 1, "--stable"), default=0.9, help="replication share that counts as stable (default 0.9)")
+    s.add_argument("--step", type=THREADS, default=5, help="seeds added per round (default 5)")
+    s.add_argument("--jobs", "-j", type=THREADS, default=2, help="runs at a time (reprozoo repro)")
     s.set_defaults(func=cmd_settle)
 
     s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")
     s.add_argument("baseline", help="claims file name under baselines/ (see `reprozoo list claims`)")
-    s.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to use (default: params.yaml's, else all finished)")
+    s.add_argument("--seeds", type=SEED, nargs="+", default=None, help="seeds to use (default: params.yaml's, else all finished)")
     s.add_argument("--by-machine", action="store_true", help="also the mean per machine/environment of each claim's seeds")
     s.set_defaults(func=cmd_compare)
 
@@ -292,17 +344,17 @@ def main(argv=None) -> int:
     s = sub.add_parser("ablate", help="train an ablation's missing runs, then reports/ablations/<spec>.{md,csv,tex,png}")
     s.add_argument("spec", help="ablation name under recipes/ablations/ (see `reprozoo list ablations`) or a path")
     s.add_argument("--no-train", action="store_true", help="only the statistics and reports (what the DVC stage runs)")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    s.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads per run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ablate)
 
     s = sub.add_parser("eval", help="evaluate a published checkpoint through a recipe's test pipeline, with a verdict")
     s.add_argument("recipe")
     s.add_argument("--checkpoint", required=True, help="checkpoint file (state dict, {'state_dict': ...} or MMEngine)")
-    s.add_argument("--published", type=float, required=True, help="the checkpoint's published number in percent: top-1 accuracy (classification), box AP (detection)")
+    s.add_argument("--published", type=_finite_float(0, 100, "--published"), required=True, help="the checkpoint's published number in percent: top-1 accuracy (classification), box AP (detection)")
     s.add_argument("--source", required=True, help="where the published number comes from")
-    s.add_argument("--tolerance", type=float, default=0.005, help="rounding of the published number (default 0.005: two decimals)")
-    s.add_argument("--margin", type=float, default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
+    s.add_argument("--tolerance", type=_finite_float(0, 100, "--tolerance"), default=0.005, help="rounding of the published number (default 0.005: two decimals)")
+    s.add_argument("--margin", type=_finite_float(0, 100, "--margin"), default=1.0, help="how far (points) still counts as reproduced (default 1.0)")
     s.add_argument("--name", default=None, help="report name under reports/checks/ (default RECIPE--CHECKPOINT)")
     s.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of this file if weights-only loading refuses it: that can run code from the file")
@@ -310,12 +362,12 @@ def main(argv=None) -> int:
 
     s = sub.add_parser("check", help="sanity checks on a recipe's real data and model -> reports/checks/<recipe>.md")
     s.add_argument("recipe")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("curve", help="plot a finished run's loss and eval curves into reports/checks/")
     s.add_argument("recipe")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.set_defaults(func=cmd_curve)
 
     s = sub.add_parser("site", help="the results site: every claim, verdict, ablation and check -> reports/site/index.html")

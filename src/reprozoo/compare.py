@@ -27,6 +27,24 @@ def _value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None
     return float(metrics[split][metric])
 
 
+ENV_KEYS = ("packages", "determinism", "wall_seconds", "peak_rss_mib", "command", "started_utc")
+
+
+def _checked(path, recipe: str, seed: int) -> dict:
+    """A run's metrics.json ({split: {metric: number}}) or env.json as `runs.py` writes it, else a ConfigError
+    naming the file and the command that writes it again."""
+    data = read_json(path)
+    fix = f"`reprozoo run {recipe} --seed {seed} --force` writes it again"
+    if path.name == "metrics.json":
+        ok = isinstance(data, dict) and all(isinstance(m, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in m.values()) for m in data.values())
+        if not ok:
+            raise ConfigError(path, None, f"not {{split: {{metric: finite number}}}} as a run writes it; {fix}")
+    elif not isinstance(data, dict) or (missing := [k for k in ENV_KEYS if k not in data]):
+        raise ConfigError(path, None, f"not a run's env.json (missing {missing if isinstance(data, dict) else 'everything'}); {fix}")
+    return data
+
+
 def _finite(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
@@ -44,7 +62,7 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
 
     def run_file(recipe: str, seed: int, file: str) -> dict:
         if (recipe, seed, file) not in files:
-            files[recipe, seed, file] = read_json(run_dir(recipe, seed) / file)
+            files[recipe, seed, file] = _checked(run_dir(recipe, seed) / file, recipe, seed)
         return files[recipe, seed, file]
 
     def run_metrics(recipe: str, seed: int) -> dict:
@@ -91,7 +109,12 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
 def machine(env: dict) -> str:
     """What a run's numbers depend on beyond its recipe and seed: the CPU or GPU (its model where env.json
     records one), the platform, and the torch build. Same seed, another of these: other bits."""
-    device = env.get("cpu_model") or env.get("device", "?")
+    if env.get("gpu"):
+        device = f"{', '.join(env['gpu'])} (CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, driver {env.get('driver', '?')})"
+    elif env.get("cpu_model"):
+        device = f"{env['cpu_model']} ({env.get('cpu_capability', '?')} kernels)"
+    else:
+        device = env.get("device", "?")
     return f"{device}; {env.get('platform', '?')}; torch {env.get('packages', {}).get('torch', '?')}"
 
 
@@ -127,6 +150,7 @@ def _environment(envs: list[dict]) -> dict:
     return {
         "runs": len(envs),
         "devices": pick("device"),
+        "cpu_models": sorted({e["cpu_model"] for e in envs if e.get("cpu_model")}),  # recorded since 2026-12-02
         "torch": sorted({e["packages"].get("torch", "?") for e in envs}),
         "threads": sorted({e["determinism"]["threads"] for e in envs}),
         "git_revisions": pick("git_revision"),

@@ -50,5 +50,12 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike, limit: int = 256 << 20) -> Any:
+    """A JSON file reprozoo wrote (metrics, env, reports); a damaged one is a ConfigError naming it."""
+    from .errors import ConfigError
+    from .yamlfile import bounded_text
+
+    try:
+        return json.loads(bounded_text(Path(path), "JSON", limit))
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, None, f"not valid JSON ({e.msg} at line {e.lineno}); was it cut short or edited?") from None

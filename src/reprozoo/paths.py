@@ -11,6 +11,10 @@ def project_root() -> Path:
     """The nearest parent of the working directory holding `recipes/` and `baselines/`."""
     env = os.environ.get("REPROZOO_ROOT")
     if env:
+        if not Path(env).is_dir():
+            from .errors import ReprozooError
+
+            raise ReprozooError(f"REPROZOO_ROOT={env}: no such folder (it names the project: the folder with recipes/ and baselines/)")
         return Path(env).resolve()
     here = Path.cwd().resolve()
     for p in (here, *here.parents):

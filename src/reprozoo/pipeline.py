@@ -58,13 +58,15 @@ def baseline_params(name: str) -> dict:
     if unknown:
         raise ConfigError(path, f"{name}.{sorted(unknown)[0]}", "unknown key", KEYS)
     seeds = section.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(path, f"{name}.seeds", f"expected a non-empty list of non-negative integers, got {seeds!r}")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in seeds):
+        raise ConfigError(path, f"{name}.seeds", f"expected a non-empty list of integers in 0..{2**31 - 1}, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, f"{name}.seeds", f"seeds repeat: {seeds}")
+    for key in ("checks", "recipes"):
+        names = section.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise ConfigError(path, f"{name}.{key}", f"expected a list of recipe names, got {names!r}")
     checks = section.get("checks", [])
-    if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
-        raise ConfigError(path, f"{name}.checks", f"expected a list of recipe names, got {checks!r}")
     return {"seeds": seeds, "recipes": section.get("recipes", []), "checks": checks}
 
 
@@ -200,7 +202,8 @@ def render(name: str) -> str:
     stages[f"site_{name}"] = {  # no outs: every pipeline's site stage rewrites the one site, which git tracks
         **common,
         "cmd": "reprozoo site",
-        "deps": [f"reports/{name}.json", *(f"reports/ablations/{ab.name}.json" for ab in ablations), "src/reprozoo/site.py"],
+        "deps": [f"reports/{name}.json", f"reports/{name}.md",  # the pages link the Markdown reports: built after them
+                 *(f"reports/ablations/{ab.name}{ext}" for ab in ablations for ext in (".json", ".md")), "src/reprozoo/site.py"],
     }
     doc = {"stages": stages}
     if nested:
@@ -226,12 +229,15 @@ def _rel_to(path: str, nested: bool) -> str:
 def _train_stage(run_name: str, r, chain, seeds, ref: str, common: dict, tricks: bool = False) -> dict:
     """Train `ref` (a recipe name or file) over `seeds` into runs/<run_name>/seed<N>; `r` gives dataset and family.
 
-    With tricks, the trick declarations are a dependency too: their defaults are part of the recipe."""
+    The recipe files are DVC params (every key of each file in the `extends` chain), not plain deps: `dvc exp
+    show` lists their values, `dvc exp run -S FILE:KEY=VALUE` runs a variant, and a changed comment re-runs
+    nothing. With tricks, the trick declarations are a dependency too: their defaults are part of the recipe."""
     return {
         **common,
         "matrix": {"seed": seeds},
         "cmd": f"reprozoo run {ref} --seed ${{item.seed}}",
-        "deps": [*(_rel(p) for p in chain), f"datasets/{r.config['dataset']['name']}",
+        "params": [{_rel(p): None} for p in chain],
+        "deps": [f"datasets/{r.config['dataset']['name']}",
                  *_family_code(r.family, "train_code", r.config), "src/reprozoo/frameworks", "src/reprozoo/runs.py",
                  "src/reprozoo/seeding.py", *(["src/reprozoo/tricks.py"] if tricks else [])],
         "outs": [f"runs/{run_name}/seed${{item.seed}}"],

@@ -136,6 +136,9 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     """`runs.execute` after the checks above, holding the run's lock."""
     from . import runs
 
+    env = os.environ.get("REPROZOO_THREADS")
+    if threads is None and env is not None and not (env.strip().isdigit() and int(env) >= 1):
+        raise RunError(f"REPROZOO_THREADS={env!r}: expected a positive integer (torch CPU threads per run)")
     with claimed(recipe, seed):
         check(recipe, seed, force=force)
         return runs.execute(recipe, seed, force=force, threads=threads, progress=progress)

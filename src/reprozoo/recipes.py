@@ -98,11 +98,15 @@ def _merge(parent: dict, child: dict) -> dict:
 
 
 def _resolve_raw(path: Path, root: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, tuple[Path, ...]]:
-    path = path.resolve()
+    given = path
+    try:
+        path = path.resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop
+        raise ConfigError(path, None, f"cannot be resolved: {e}") from None
     if path in seen:
         cycle = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(path, "extends", f"circular extends: {cycle}")
-    data = yamlfile.load(path, "recipe")
+    data = yamlfile.load(given, "recipe")  # errors name the file as the user wrote it, not a link's target
     parent_ref = data.pop("extends", None)
     if parent_ref is None:
         return data, (path,)

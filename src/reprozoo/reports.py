@@ -106,7 +106,8 @@ def markdown(result: dict) -> str:
     if env:
         lines += ["## Environment", "",
                   f"- runs: {env['runs']}; device: {', '.join(env['devices'])}; torch {', '.join(env['torch'])}; "
-                  f"CPU threads per run: {', '.join(map(str, env['threads']))}",
+                  f"CPU threads per run: {', '.join(map(str, env['threads']))}"
+                  + (f"; CPU model(s): {', '.join(env['cpu_models'])}" if env.get("cpu_models") else ""),
                   f"- training wall time: {env['train_wall_seconds_total']} s summed over runs "
                   f"(longest run {env['train_wall_seconds_max']} s); peak memory of a run: {env['peak_rss_mib_max']} MiB",
                   f"- git revision(s) of the runs: {', '.join(r[:12] for r in env['git_revisions'])}",

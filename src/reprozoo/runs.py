@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -30,6 +32,9 @@ from .errors import RunError
 from .io import read_json, write_json, atomic_write_text
 from .recipes import Recipe
 
+# CPU features that change which kernels run, hence the bits of a result (AVX2 vs AVX-512 vs AMX)
+KERNEL_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "asimd", "sve"}
 PACKAGES = ("torch", "mmengine", "numpy", "scipy", "dvc", "dvclive", "mnist1d", "mmcv", "mmdet", "mmsegmentation", "transformers")
 
 
@@ -105,6 +110,8 @@ def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Pat
     write_json(staging / "metrics.json", metrics)
     write_json(staging / "env.json", env)
     atomic_write_text(staging / "recipe.yaml", recipe.to_yaml())
+    if env.get("git_dirty"):  # what the code was, beyond the revision: the uncommitted diff
+        atomic_write_text(staging / "git.patch", _git("diff", "HEAD", "--binary") or "")
     if curves.exists():
         shutil.copytree(curves, staging / "dvclive")
     old = None
@@ -138,6 +145,9 @@ def capture_env(recipe: Recipe, seed: int, ctx: RunContext, started: datetime, w
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
+        **machine_record(),
+        "uv_lock_sha256": _sha256(paths.project_root() / "uv.lock"),
+        "dataset": dataset_hash(recipe),
         "recipe": recipe.name,
         "recipe_hash": recipe.hash,
         "recipe_files": [os.path.relpath(p, paths.project_root()) for p in recipe.chain],
@@ -156,3 +166,64 @@ def capture_env(recipe: Recipe, seed: int, ctx: RunContext, started: datetime, w
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resumed_from_iter": ctx.resumed_from,
     }
+
+
+def machine_record() -> dict:
+    """What the same seed's bits depend on besides the code: the CPU model and the instruction sets its
+    kernels use, torch's BLAS/oneDNN build, and the GPU with its CUDA, cuDNN and driver versions."""
+    import torch
+
+    rec: dict = {"cpu_model": platform.processor() or platform.machine(), "cpu_flags": []}
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+        if model:
+            rec["cpu_model"] = model.group(1).strip()
+        if flags:
+            rec["cpu_flags"] = sorted(set(flags.group(1).split()) & KERNEL_FLAGS)
+    with contextlib.suppress(Exception):
+        rec["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # the kernels torch dispatches to here
+    config = torch.__config__.show()
+    rec["blas"] = dict(re.findall(r"(BLAS_INFO|LAPACK_INFO|USE_MKLDNN|USE_OPENMP)=(\S+?),?\s", config))
+    for key, pattern in (("mkl", r"Math Kernel Library Version (\S+)"), ("onednn", r"MKL-DNN v(\S+)"), ("openblas", r"OpenBLAS (\S+)")):
+        if m := re.search(pattern, config):
+            rec[key] = m.group(1)
+    if torch.cuda.is_available():
+        rec["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        rec["cuda"], rec["cudnn"] = torch.version.cuda, torch.backends.cudnn.version()
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            rec["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    return rec
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_hash(recipe: Recipe) -> dict | None:
+    """sha256 over the prepared dataset's files (relative names and contents), and its size."""
+    name = (recipe.config.get("dataset") or {}).get("name") if isinstance(recipe.config.get("dataset"), dict) else recipe.config.get("dataset")
+    folder = paths.datasets_dir() / name if isinstance(name, str) else None
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stamp = [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    cache = paths.work_dir().parent / "dataset_hashes.json"  # hashing COCO for every run would take minutes
+    known = read_json(cache) if cache.exists() else {}
+    key = hashlib.sha256(repr(stamp).encode()).hexdigest()
+    if key not in known:
+        h = hashlib.sha256()
+        for f, (rel, _, _) in zip(files, stamp):
+            h.update(rel.encode() + b"\0" + (_sha256(f) or "").encode())
+        known[key] = {"name": name, "sha256": h.hexdigest(), "bytes": sum(size for _, size, _ in stamp)}
+        with contextlib.suppress(OSError):
+            write_json(cache, known)
+    return known[key]

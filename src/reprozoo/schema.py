@@ -171,6 +171,7 @@ def _copy(v):
 
 
 MAX_INT = 10**9  # no count in a recipe (iterations, sizes, layers) comes near this; a larger one is a typo
+MAX_FLOAT = 1e15  # nor does any rate, weight or published number; torch overflows float32 near 3e38
 
 
 def sane_number(v) -> str | None:
@@ -179,6 +180,8 @@ def sane_number(v) -> str | None:
         return None
     if isinstance(v, float) and not math.isfinite(v):
         return f"must be a finite number, got {v!r}"
+    if isinstance(v, float) and abs(v) > MAX_FLOAT:
+        return f"{v!r} is beyond any sensible value (limit {MAX_FLOAT:.0e}); a typo?"
     if isinstance(v, int) and abs(v) > MAX_INT:
         return f"{v} is beyond any run (limit {MAX_INT:.0e}); a typo?"
     return None

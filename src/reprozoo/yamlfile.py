@@ -73,14 +73,23 @@ def _non_finite(data, key: str = ""):
 
 def read_text(path: Path, what: str) -> str:
     """The file's text, or a ConfigError saying why it cannot be read (missing, a directory, binary...)."""
+    return bounded_text(path, what, MAX_BYTES)
+
+
+def bounded_text(path: Path, what: str, limit: int) -> str:
+    """A regular file's UTF-8 text, at most `limit` bytes; anything else (a directory, a device such as
+    /dev/zero behind a symlink, a symlink loop, binary data) is a ConfigError naming the file."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(path, None, f"is a directory, not a {what} file")
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ConfigError(path, None, f"{size} bytes: too large for a {what} file (limit {MAX_BYTES})")
-        raw = path.read_bytes()
+        if not path.is_file():  # follows symlinks: a device or a FIFO would never end
+            raise ConfigError(path, None, f"not a regular file (a device, a pipe or a dangling link), not a {what} file"
+                              if path.exists() or path.is_symlink() else "file not found")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ConfigError(path, None, f"more than {limit} bytes: too large for a {what} file")
     except FileNotFoundError:
         raise ConfigError(path, None, "file not found") from None
     except OSError as e:

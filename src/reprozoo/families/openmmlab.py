@@ -33,7 +33,7 @@ class GuardedOptimWrapper(OptimWrapper):
     last_grad_norm: float | None = None
 
     def _where(self) -> str:
-        terms = ", ".join(f"{k} {float(v):.4g}" for k, v in (self.last_terms or {}).items())
+        terms = ", ".join(f"{k} {float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in (self.last_terms or {}).items())
         return f"step {self.message_hub.get_info('iter', 0) + 1}" + (f" (loss terms: {terms})" if terms else "")
 
     def update_params(self, loss, step_kwargs=None, zero_kwargs=None) -> None:

@@ -148,7 +148,7 @@ def truncate_curves(curves_dir: Path, last_step: int, val_keys=()) -> None:
         limit = last_step - 1 if tsv.stem in val_keys else last_step
         keep = [r for r in rows if int(r["step"]) <= limit]
         with open(tsv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(fields), delimiter="\t")
+            w = csv.DictWriter(f, fieldnames=list(fields), delimiter="\t", lineterminator="\n")  # as DVCLive writes
             w.writeheader()
             w.writerows(keep)
 

@@ -51,6 +51,21 @@ SCHEMA = {
 }
 
 
+def _check_schedule(s: dict, file) -> None:
+    """Schedules MMEngine would accept but run wrongly: a 1-iteration LinearLR warmup never reaches the full
+    learning rate, a warmup as long as the run never ends, a milestone outside the run never fires."""
+    from ...errors import ConfigError
+
+    if s["warmup_iters"] == 1 or s["warmup_iters"] >= s["iters"]:
+        raise ConfigError(file, "schedule.warmup_iters", f"must be 0 or in 2..{s['iters'] - 1} (iters), got {s['warmup_iters']}: "
+                                                         "a 1-step LinearLR stays at warmup_factor x lr for the whole run")
+    if s["lr_schedule"] != "multistep" and s["milestones"]:
+        raise ConfigError(file, "schedule.milestones", f"only lr_schedule: multistep uses milestones (here {s['lr_schedule']!r})")
+    if s["lr_schedule"] == "multistep" and (not s["milestones"] or sorted(set(s["milestones"])) != s["milestones"]
+                                            or not 0 < s["milestones"][0] <= s["milestones"][-1] < s["iters"]):
+        raise ConfigError(file, "schedule.milestones", f"expected increasing iterations in 1..{s['iters'] - 1}, got {s['milestones']}")
+
+
 class ClassificationFamily:
     name = "classification"
     schema = SCHEMA
@@ -82,6 +97,7 @@ class ClassificationFamily:
                 registry.build(config[key]) if key == "dataset" else _check_model_args(config[key])
             except ValueError as e:
                 raise ConfigError(file, key, str(e)) from None
+        _check_schedule(config["schedule"], file)
         check(config, file)
 
     def evaluate(self, recipe, checkpoint) -> dict:

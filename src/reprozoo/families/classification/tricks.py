@@ -14,6 +14,7 @@ import math
 import torch
 
 from ...errors import ConfigError
+from ...schema import MAX_INT
 
 
 def _check(config: dict, trick: dict, file, key: str) -> None:
@@ -33,6 +34,11 @@ def _check(config: dict, trick: dict, file, key: str) -> None:
     elif name in ("trivialaugment", "autoaugment") and DATASETS.info(config["dataset"]["name"]).get("modality") != "image":
         problem = f"needs images; dataset {config['dataset']['name']!r} holds " \
                   f"{DATASETS.info(config['dataset']['name']).get('modality', 'non-image')} inputs"
+    elif name == "warmup" and round(trick["fraction"] * s["iters"]) < 2:
+        raise ConfigError(file, f"{key}.fraction", f"gives {round(trick['fraction'] * s['iters'])} warmup iterations of "
+                                                   f"{s['iters']}; a LinearLR warmup needs at least 2")
+    elif name == "longer_schedule" and s["iters"] * trick["factor"] > MAX_INT:
+        raise ConfigError(file, f"{key}.factor", f"makes {s['iters'] * trick['factor']:.0f} iterations, beyond any run")
     elif name == "cutout" and trick["size"] > (side := DATASETS.info(config["dataset"]["name"])["input_size"]):
         raise ConfigError(file, f"{key}.size", f"must be at most the input size {side} of dataset "
                                               f"{config['dataset']['name']!r}, got {trick['size']!r}")

@@ -30,20 +30,12 @@ def _check(config: dict, trick: dict, file, key: str) -> None:
         problem = "changes nothing: schedule.lr_schedule is already cosine"
     elif name == "warmup" and s["warmup"]:
         problem = f"changes nothing: schedule.warmup is already {s['warmup']}"
-    elif name == "warmup" and not 0 < trick["fraction"] < 1:
-        raise ConfigError(file, f"{key}.fraction", f"must be in (0, 1), got {trick['fraction']!r}")
     elif name == "no_bias_decay" and o["weight_decay"] == 0:
         problem = "changes nothing: optim.weight_decay is 0"
     elif name == "label_smoothing" and task.labels is None:
         problem = f"needs classes; {task.name} is a regression task"
-    elif name == "layer_decay" and not 0 < trick["rate"] < 1:
-        raise ConfigError(file, f"{key}.rate", f"must be in (0, 1), got {trick['rate']!r}")
     elif name == "reinit_top" and m["name"] != "pretrained":
         problem = f"changes nothing: model {m['name']!r} has random weights already"
-    elif name == "reinit_top" and trick["layers"] < 1:
-        raise ConfigError(file, f"{key}.layers", f"must be >= 1, got {trick['layers']!r}")
-    elif name == "ema" and not 0 < trick["momentum"] < 1:
-        raise ConfigError(file, f"{key}.momentum", f"must be in (0, 1), got {trick['momentum']!r}")
     if problem:
         raise ConfigError(file, key, f"trick {name!r} {problem}")
 
