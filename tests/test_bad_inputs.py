@@ -315,11 +315,16 @@ def _fake_run(project, metrics: str, env: str | None = None):
     (["compare", "zz"], "metrics_inf", ["metrics.json", "not {split: {metric: finite number}}", "--force` writes it again"]),
     (["compare", "zz"], "metrics_bool", ["metrics.json", "not {split: {metric: finite number}}"]),
     (["compare", "zz"], "metrics_garbage", ["metrics.json: not valid JSON"]),
-    (["compare", "zz"], "env_empty", ["env.json: not a run's env.json (missing ['packages'"]),
+    (["compare", "zz"], "env_empty", ["env.json: not a run's env.json (missing or wrong: ['packages'"]),
     (["run", "zero"], "symlink_zero", ["zero.yaml: not a regular file"]),
     (["compare", "zz"], "params_recipes", ["params.yaml: key 'zz.recipes': expected a list of recipe names"]),
     (["compare", "zz"], "claim_huge_std", ["key 'claims[0].std'", "beyond any sensible value"]),
     (["ablate", "dupmodes", "--no-train"], "dup_modes", ["key 'modes': expected distinct modes"]),
+    (["ablate", "zz ab", "--no-train"], None, ["'zz ab' is not a name"]),
+    (["run", "tiny_mlp", "--threads", "100000"], None, ["threads must be in 1..4096"]),
+    (["curve", "tiny_mlp"], "curve_torn", ["loss.tsv: not a DVCLive curve"]),
+    (["curve", "tiny_mlp"], "curve_none", ["no curves (loss.tsv"]),
+    (["list", "recipes"], "newline_name", ["zz\\nnl.yaml"]),
 ])
 def test_probed_inputs_end_in_one_line(project, capsys, monkeypatch, argv, setup, words):
     import json
@@ -340,11 +345,20 @@ def test_probed_inputs_end_in_one_line(project, capsys, monkeypatch, argv, setup
         write(project / "params.yaml", "zz:\n  seeds: [0]\n  recipes: nope\n")
     elif setup == "claim_huge_std":
         write(project / "baselines/zz.yaml", ZZ_CLAIMS.replace("value: 50}", "value: 50, std: 1.0e+200}"))
+    elif setup in ("curve_torn", "curve_none"):
+        _fake_run(project, '{"test": {"accuracy": 50.0}}')
+        m = project / "runs/tiny_mlp/seed0/dvclive/plots/metrics"
+        m.mkdir(parents=True)
+        if setup == "curve_torn":
+            (m / "loss.tsv").write_text("step\tloss\n10\t0.5\n20\n")
+    elif setup == "newline_name":
+        write(project / BASE / "zz\nnl.yaml", "extends: mnist1d_mlp\n")
     elif setup == "dup_modes":
         spec = (REPO / "recipes/ablations/mnist1d_cnn_tricks.yaml").read_text()
         write(project / "recipes/ablations/dupmodes.yaml", spec.replace("modes: [cumulative, leave-one-out]", "modes: [cumulative, cumulative]"))
         assert "modes: [cumulative, cumulative]" in (project / "recipes/ablations/dupmodes.yaml").read_text()
-    rc = cli.main(argv) if argv != ["bogus"] and "--threads" not in argv and "--seed" not in argv else None
+    usage = argv == ["bogus"] or "--threads" in argv or "--seed" in argv
+    rc = None if usage else cli.main(argv)
     if rc is None:  # argparse usage errors exit through SystemExit(2)
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
@@ -356,6 +370,10 @@ def test_probed_inputs_end_in_one_line(project, capsys, monkeypatch, argv, setup
 
 
 def test_eval_arguments_and_nan_weights(project, tmp_path, capsys):
+    for name, obj in (("list.pth", [1, 2]), ("int_sd.pth", {"state_dict": 5})):
+        torch.save(obj, tmp_path / name)
+        err = one_line(capsys, ["eval", "mnist1d_mlp", "--checkpoint", str(tmp_path / name), "--source", "s", "--published", "5"])
+        assert "not a state dict of tensors" in err, err
     nan = tmp_path / "nan.pth"
     torch.save({"state_dict": {"w": torch.full((2,), float("nan"))}}, nan)
     base = ["eval", "mnist1d_mlp", "--checkpoint", str(nan), "--source", "s"]

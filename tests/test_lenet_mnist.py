@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprozoo.datasets_store import prepare
+from reprozoo.datasets_store import DataError, prepare
 from reprozoo.families.classification.datasets import DATASETS
 from reprozoo.families.classification.models import MODELS
 from reprozoo.families.classification.zoo import mnist
@@ -44,8 +44,8 @@ def test_mnist_from_idx_files(project, monkeypatch, tmp_path):
     assert ds.normalize == ([20.0], [200.0])  # 0 -> -0.1 and 255 -> 1.175, as sec. II.A
     # a corrupt file is caught on its content, whatever its compression
     monkeypatch.setattr(mnist.MNIST, "files", {**mnist.MNIST.files, "test_labels": (mnist.FILES["test_labels"][0], "0" * 32)})
-    with pytest.raises(ValueError, match="uncompressed md5"):
-        prepare("classification", "mnist", force=True)
+    with pytest.raises(DataError, match=r"store/mnist/t10k-labels-idx1-ubyte.gz: uncompressed md5 \w+ is not the official 0{32}"):
+        prepare("classification", "mnist", force=True)  # named as the user's file, not its copy in the staging folder
     with pytest.raises(ValueError, match="idx"):
         mnist.read_idx(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
 

@@ -118,6 +118,8 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
     import shlex
     import sys
 
+    import torch
+
     from .families import family_names, get_family, require
 
     require(recipe.family)
@@ -127,7 +129,12 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
         raise ConfigError(recipe.path, "family", f"`reprozoo eval` cannot evaluate {recipe.family} checkpoints yet", able)
     token = _TRUSTED.set(_TRUSTED.get() | {str(Path(checkpoint).resolve())} if trust else _TRUSTED.get())
     try:
-        _finite_weights(load_weights(checkpoint), checkpoint)  # refuse code, garbage and NaN here, whatever the family does next
+        obj = load_weights(checkpoint)  # refuse code, garbage, NaN and non-state-dicts here, whatever the family does next
+        sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+        if not isinstance(sd, dict) or not any(map(torch.is_tensor, sd.values())):
+            raise ConfigError(checkpoint, None, f"holds a {type(sd).__name__}, not a state dict of tensors "
+                                                "(nor {'state_dict': ...} or an MMEngine checkpoint)")
+        _finite_weights(obj, checkpoint)
         counts = family.evaluate(recipe, checkpoint)
     except RuntimeError as e:
         if "state_dict" not in str(e):

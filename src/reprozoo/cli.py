@@ -24,14 +24,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"reprozoo: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def _int_at_least(low: int, what: str):
+def _int_at_least(low: int, what: str, high: int = 2**31 - 1):
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= v < 2**31:
-            raise argparse.ArgumentTypeError(f"{what} must be in {low}..{2**31 - 1}, got {v}")
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be in {low}..{high}, got {v}")
         return v
     return parse
 
@@ -49,7 +49,7 @@ def _finite_float(low: float, high: float, what: str):
 
 
 SEED = _int_at_least(0, "a seed")
-THREADS = _int_at_least(1, "threads")
+THREADS = _int_at_least(1, "threads", 4096)  # more threads than any machine has cores only exhausts memory
 
 
 def _plain_name(name: str, what: str) -> str:
@@ -169,7 +169,7 @@ def cmd_ablate(args) -> int:
     from .ablations import analyze, load_ablation, train_missing
     from .ablation_reports import ablation_report
 
-    ab = load_ablation(args.spec)
+    ab = load_ablation(args.spec if args.spec.endswith((".yaml", ".yml")) else _plain_name(args.spec, "spec"))
     if not args.no_train:
         train_missing(ab, threads=args.threads, progress=not args.no_progress)
     result = analyze(ab)
@@ -308,10 +308,10 @@ def main(argv=None) -> int:
 
     s = sub.add_parser("repro", help="run a DVC pipeline's pending runs side by side (local cores/GPUs, SLURM, Ray), then `dvc repro`")
     s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, `all`, or a DVC stage target")
-    s.add_argument("--jobs", "-j", type=THREADS, default=2, help="runs at a time (default 2)")
+    s.add_argument("--jobs", "-j", type=_int_at_least(1, "--jobs"), default=2, help="runs at a time (default 2)")
     s.add_argument("--executor", default="local", choices=["local", "slurm", "ray"], help="where runs go (default local)")
     s.add_argument("--gpus", default=None, help="GPU indices to share out, e.g. 0,1,2,3: each run gets its own (CUDA_VISIBLE_DEVICES)")
-    s.add_argument("--gpus-per-run", type=THREADS, default=None, help="GPUs each run gets (default 1 with --gpus, else 0); "
+    s.add_argument("--gpus-per-run", type=_int_at_least(1, "--gpus-per-run"), default=None, help="GPUs each run gets (default 1 with --gpus, else 0); "
                    "slurm/ray ask the scheduler for them")
     s.add_argument("--threads", type=THREADS, default=None, help="torch threads per run (default: $REPROZOO_THREADS or 1, as `dvc repro`)")
     s.add_argument("--retries", type=_int_at_least(0, "--retries"), default=1, help="re-runs of a run killed by a signal, OOM or preemption (default 1); it resumes")
@@ -327,8 +327,8 @@ def main(argv=None) -> int:
     s.add_argument("target", help="a baseline with a params.yaml section, or an ablation")
     s.add_argument("--max-seeds", type=_int_at_least(2, "--max-seeds"), default=20, help="cap on seeds (default 20)")
     s.add_argument("--stable", type=_finite_float(0.5, 1, "--stable"), default=0.9, help="replication share that counts as stable (default 0.9)")
-    s.add_argument("--step", type=THREADS, default=5, help="seeds added per round (default 5)")
-    s.add_argument("--jobs", "-j", type=THREADS, default=2, help="runs at a time (reprozoo repro)")
+    s.add_argument("--step", type=_int_at_least(1, "--step"), default=5, help="seeds added per round (default 5)")
+    s.add_argument("--jobs", "-j", type=_int_at_least(1, "--jobs"), default=2, help="runs at a time (reprozoo repro)")
     s.set_defaults(func=cmd_settle)
 
     s = sub.add_parser("compare", help="verdicts of a claims file against the finished runs -> reports/<baseline>.json")

@@ -27,10 +27,11 @@ def _value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None
     return float(metrics[split][metric])
 
 
-ENV_KEYS = ("packages", "determinism", "wall_seconds", "peak_rss_mib", "command", "started_utc")
+ENV_KEYS = {"packages": dict, "determinism": dict, "wall_seconds": (int, float), "peak_rss_mib": (int, float),
+            "command": str, "started_utc": str}
 
 
-def _checked(path, recipe: str, seed: int) -> dict:
+def checked_run_file(path, recipe: str, seed: int) -> dict:
     """A run's metrics.json ({split: {metric: number}}) or env.json as `runs.py` writes it, else a ConfigError
     naming the file and the command that writes it again."""
     data = read_json(path)
@@ -40,8 +41,8 @@ def _checked(path, recipe: str, seed: int) -> dict:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in m.values()) for m in data.values())
         if not ok:
             raise ConfigError(path, None, f"not {{split: {{metric: finite number}}}} as a run writes it; {fix}")
-    elif not isinstance(data, dict) or (missing := [k for k in ENV_KEYS if k not in data]):
-        raise ConfigError(path, None, f"not a run's env.json (missing {missing if isinstance(data, dict) else 'everything'}); {fix}")
+    elif not isinstance(data, dict) or (bad := [k for k, t in ENV_KEYS.items() if not isinstance(data.get(k), t)]):
+        raise ConfigError(path, None, f"not a run's env.json (missing or wrong: {bad if isinstance(data, dict) else 'everything'}); {fix}")
     return data
 
 
@@ -62,7 +63,7 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
 
     def run_file(recipe: str, seed: int, file: str) -> dict:
         if (recipe, seed, file) not in files:
-            files[recipe, seed, file] = _checked(run_dir(recipe, seed) / file, recipe, seed)
+            files[recipe, seed, file] = checked_run_file(run_dir(recipe, seed) / file, recipe, seed)
         return files[recipe, seed, file]
 
     def run_metrics(recipe: str, seed: int) -> dict:

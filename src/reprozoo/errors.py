@@ -12,7 +12,9 @@ class ConfigError(ReprozooError):
     """A recipe, claim or params file is invalid."""
 
     def __init__(self, file, key: str | None, problem: str, allowed: Iterable | None = None):
-        self.file, self.key, self.problem = str(file), key, problem
+        # a file name may hold a newline or other control characters: the error stays one line
+        self.file = str(file).encode("unicode_escape").decode() if not str(file).isprintable() else str(file)
+        self.key, self.problem = key, problem
         self.allowed = sorted(str(a) for a in allowed) if allowed is not None else None
         where = f"{self.file}: key '{key}'" if key else self.file
         msg = f"{where}: {problem}"

@@ -5,6 +5,7 @@ import csv
 import io
 
 from . import paths
+from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text, read_json
 from .pipeline import DEFAULT_BASELINE, pipeline_file
 
@@ -247,8 +248,13 @@ def write_index():
 
 
 def _tsv(path) -> list[tuple[int, float]]:
-    rows = path.read_text().splitlines()[1:]
-    return [(int(float(a)), float(b)) for a, b in (r.split("\t") for r in rows)]
+    """A DVCLive curve (step, value); a damaged one is a ConfigError naming it."""
+    from .yamlfile import bounded_text
+
+    try:
+        return [(int(float(a)), float(b)) for a, b in (r.split("\t")[:2] for r in bounded_text(path, "curve", 1 << 28).splitlines()[1:])]
+    except ValueError as e:
+        raise ConfigError(path, None, f"not a DVCLive curve (step<TAB>value rows): {e}") from None
 
 
 def curve_report(recipe: str, seed: int) -> list:
@@ -260,14 +266,18 @@ def curve_report(recipe: str, seed: int) -> list:
 
     from .runs import run_dir
 
+    from .compare import checked_run_file
+
     d = run_dir(recipe, seed)
     metrics_dir = d / "dvclive/plots/metrics"
-    env, final = read_json(d / "env.json"), read_json(d / "metrics.json")
+    env, final = checked_run_file(d / "env.json", recipe, seed), checked_run_file(d / "metrics.json", recipe, seed)
     # the eval metric is the run's first test metric (accuracy, Dice, AP...); grad_norm where the run logs it
     metric = next(iter(final.get("test", {})), "accuracy")
     wanted = ("loss", metric, "grad_norm", "lr")
     found = {p.stem: p for p in metrics_dir.glob("*.tsv")}
     curves = {k: _tsv(found[k]) for k in wanted if k in found}
+    if not curves:
+        raise ConfigError(metrics_dir, None, f"no curves ({', '.join(w + '.tsv' for w in wanted)}) in this run")
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
     for ax, (name, pts) in zip(axes[0], curves.items()):
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o" if len(pts) < 30 else None, ms=3)
