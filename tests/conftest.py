@@ -60,6 +60,6 @@ def short_run(project: Path, base: str, *, iters: int, batch: int, eval_batch: i
 
     half = max(1, iters // 2)
     write(project / f"recipes/classification/short_{base}.yaml",
-          f"extends: {base}\nschedule: {{iters: {iters}, batch_size: {batch}, milestones: [{half}, {iters}]}}\n"
+          f"extends: {base}\nschedule: {{iters: {iters}, batch_size: {batch}, milestones: [{half}, {iters - 1}]}}\n"
           f"eval: {{interval: {half}, batch_size: {eval_batch}}}\ncheckpoint_interval: {half}\n{extra}")
     return execute(load_recipe(f"short_{base}"), 0, progress=False)
