@@ -7,8 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
@@ -44,10 +42,6 @@ def dumps_json(obj: Any) -> str:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, dumps_json(obj))
-
-
-def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_json(path: str | os.PathLike, limit: int = 256 << 20) -> Any:

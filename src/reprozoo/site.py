@@ -22,13 +22,14 @@ BADGE = {"reproduced": "#1a7f37", "below": "#cf222e", "above": "#0969da", "incon
 CURVES = ("loss", "accuracy", "lr", "grad_norm")  # the DVCLive files drawn on a run page, when present
 MAX_POINTS = 300  # points per curve: enough for the shape, small enough for a page that paints at once
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;color:#1f2328}
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1500px;padding:1em 2em;color:#1f2328}
 a{color:#0969da}table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border-bottom:1px solid #d0d7de;
 padding:4px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{color:#fff;border-radius:10px;padding:1px 8px;white-space:nowrap;font-size:12px}.fragile{font-weight:bold;color:#cf222e}
 nav{margin-bottom:1em}nav a{margin-right:1em}code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
 details{font-size:12px;color:#57606a}svg text{font:11px system-ui,sans-serif}.filters select{margin-right:1em}
-img{max-width:100%;border:1px solid #d0d7de}"""
+img{max-width:100%;border:1px solid #d0d7de}#claims td:last-child{max-width:22em;font-size:12px}
+#claims td:nth-child(2){overflow-wrap:anywhere;min-width:14em}"""
 
 FILTER_JS = """<script>
 function applyFilters(){const f={};document.querySelectorAll('.filters select').forEach(s=>{if(s.value)f[s.name]=s.value});

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-VERDICTS = ("reproduced", "below", "above", "inconclusive")
 MAX_SEEDS = 1000
 # A conclusion reached by fewer than this share of simulated replications is marked fragile (docs/statistics.md).
 STABLE = 0.9
