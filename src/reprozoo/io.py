@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
@@ -46,10 +48,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_json(path: str | os.PathLike, limit: int = 256 << 20) -> Any:
     """A JSON file reprozoo wrote (metrics, env, reports); a damaged one is a ConfigError naming it."""
-    from .errors import ConfigError
-    from .yamlfile import bounded_text
-
     try:
         return json.loads(bounded_text(Path(path), "JSON", limit))
     except json.JSONDecodeError as e:
         raise ConfigError(path, None, f"not valid JSON ({e.msg} at line {e.lineno}); was it cut short or edited?") from None
+
+
+def bounded_text(path: Path, what: str, limit: int) -> str:
+    """A regular file's UTF-8 text, at most `limit` bytes; anything else (a directory, a device such as
+    /dev/zero behind a symlink, a symlink loop, binary data) is a ConfigError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(path, None, f"is a directory, not a {what} file")
+    try:
+        if not path.is_file():  # follows symlinks: a device or a FIFO would never end
+            raise ConfigError(path, None, f"not a regular file (a device, a pipe or a dangling link), not a {what} file"
+                              if path.exists() or path.is_symlink() else "file not found")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ConfigError(path, None, f"more than {limit} bytes: too large for a {what} file")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot be read: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): "
+                                      f"is it really a {what} file?") from None

@@ -6,7 +6,7 @@ import io
 
 from . import paths
 from .errors import ConfigError
-from .io import atomic_write_bytes, atomic_write_text, read_json
+from .io import atomic_write_bytes, atomic_write_text, bounded_text, read_json
 from .pipeline import DEFAULT_BASELINE, pipeline_file
 
 COLUMNS = ["recipe", "metric", "split", "published", "source", "n", "mean", "std", "ci_low", "ci_high",
@@ -249,8 +249,6 @@ def write_index():
 
 def _tsv(path) -> list[tuple[int, float]]:
     """A DVCLive curve (step, value); a damaged one is a ConfigError naming it."""
-    from .yamlfile import bounded_text
-
     try:
         return [(int(float(a)), float(b)) for a, b in (r.split("\t")[:2] for r in bounded_text(path, "curve", 1 << 28).splitlines()[1:])]
     except ValueError as e:

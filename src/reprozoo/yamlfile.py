@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .io import bounded_text
 
 MAX_BYTES = 1 << 20  # a recipe or claims file is a few KiB; anything this large is not one
 MAX_NODES = 100_000  # values after expanding aliases
@@ -71,44 +72,18 @@ def _non_finite(data, key: str = ""):
     return None
 
 
-def read_text(path: Path, what: str) -> str:
-    """The file's text, or a ConfigError saying why it cannot be read (missing, a directory, binary...)."""
-    return bounded_text(path, what, MAX_BYTES)
-
-
-def bounded_text(path: Path, what: str, limit: int) -> str:
-    """A regular file's UTF-8 text, at most `limit` bytes; anything else (a directory, a device such as
-    /dev/zero behind a symlink, a symlink loop, binary data) is a ConfigError naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(path, None, f"is a directory, not a {what} file")
-    try:
-        if not path.is_file():  # follows symlinks: a device or a FIFO would never end
-            raise ConfigError(path, None, f"not a regular file (a device, a pipe or a dangling link), not a {what} file"
-                              if path.exists() or path.is_symlink() else "file not found")
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-        if len(raw) > limit:
-            raise ConfigError(path, None, f"more than {limit} bytes: too large for a {what} file")
-    except FileNotFoundError:
-        raise ConfigError(path, None, "file not found") from None
-    except OSError as e:
-        raise ConfigError(path, None, f"cannot be read: {e.strerror}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): "
-                                      f"is it really a {what} file?") from None
-
-
 def load(path: Path, what: str = "YAML", *, empty_ok: bool = False) -> dict:
     """The mapping in YAML file `path`; every way it can be wrong is a ConfigError naming the file."""
-    text = read_text(path, what)
+    text = bounded_text(path, what, MAX_BYTES)
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        if node is not None and (n := _expanded_size(node, {})) > MAX_NODES:
-            raise ConfigError(path, None, f"its anchors and aliases expand to {n} values (limit {MAX_NODES})")
-        data = yaml.load(text, Loader=_Loader) if node is not None else None  # noqa: S506 (a SafeLoader)
+        loader = _Loader(text)  # its reader already refuses control characters
+        try:  # compose once, measure the alias expansion, then build the values from the same node graph
+            node = loader.get_single_node()
+            if node is not None and (n := _expanded_size(node, {})) > MAX_NODES:
+                raise ConfigError(path, None, f"its anchors and aliases expand to {n} values (limit {MAX_NODES})")
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except _Duplicate as d:
         raise ConfigError(path, str(d.key), f"written twice (lines {d.first} and {d.second}); keep one") from None
     except yaml.YAMLError as e:
