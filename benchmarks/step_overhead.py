@@ -1,10 +1,11 @@
-"""Training-step cost of reprozoo (MMEngine Runner, hooks, loader) against a bare PyTorch loop.
+"""Training-step cost of reprozoo (MMEngine Runner, hooks, loader; and for recipes with `speed.seed_block`
+the seed-batched engine, per seed) against a bare PyTorch loop of one model.
 
 Same model, data (the recipe's prepared training set, fetched and augmented by the same dataset
 class), normalisation, optimizer, batch size and thread count; both skip their first `--warmup`
 steps. Evaluation and checkpoints are pushed past the end so only training steps are timed.
 
-    uv run python benchmarks/step_overhead.py mnist1d_mlp --steps 3000
+    uv run python benchmarks/step_overhead.py mnist1d_mlp --steps 3000  (seed-batched, then one seed on MMEngine)
     REPROZOO_DATA=../shared/data uv run python benchmarks/step_overhead.py cifar10_resnet20_akamaster --steps 100 --warmup 10
 """
 from __future__ import annotations
@@ -61,6 +62,22 @@ def bare(recipe, steps: int, warmup: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
+def batched_per_seed(recipe, steps: int, warmup: int) -> float:
+    """Seconds per step and seed of the seed-batched engine (guard, clipping, curves included): two
+    trainings of one block, `warmup` and `warmup + steps` steps; the difference is `steps` steps."""
+    from reprozoo.families.classification.batched import train
+
+    n = recipe.config["speed"]["seed_block"]
+    walls = []
+    for iters in (warmup, warmup + steps):
+        cfg = {**recipe.config, "schedule": {**recipe.config["schedule"], "iters": iters}}
+        r = dataclasses.replace(recipe, config=cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            ctxs = [RunContext(r, s, Path(tmp), Path(tmp) / f"seed{s}" / "dvclive", 1, progress=False) for s in range(n)]
+            walls.append(train(r, list(range(n)), ctxs, Path(tmp), progress=False)[0]["train_seconds"])
+    return (walls[1] - walls[0]) / steps / n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe")
@@ -79,6 +96,9 @@ def main() -> None:
     # the framework's overhead from the price of determinism
     seed_everything(0, deterministic=True, threads=1)
     t_bare = bare(r, args.steps, args.warmup)
+    if cfg["speed"]["seed_block"] > 1:
+        t_block = batched_per_seed(r, args.steps, args.warmup)
+        r = dataclasses.replace(r, config={**cfg, "speed": {**cfg["speed"], "seed_block": 1}})
     with tempfile.TemporaryDirectory() as tmp:
         runner = build_runner(r, 0, RunContext(r, 0, Path(tmp), Path(tmp) / "dvclive", 1, progress=False))
         clock = _Clock(args.warmup)
@@ -86,10 +106,13 @@ def main() -> None:
         runner.train()
         t_ours = (time.perf_counter() - clock.start) / args.steps
     batch = cfg["schedule"]["batch_size"]
+    if cfg["speed"]["seed_block"] > 1:
+        print(f"{args.recipe}: seed-batched engine ({cfg['speed']['seed_block']} seeds) {t_block * 1e3:.2f} ms/step per seed; "
+              f"throughput ratio batched/bare-deterministic = {t_bare / t_block:.2f}, batched/bare = {t_fast / t_block:.2f}")
     print(f"{args.recipe}: bare loop {t_fast * 1e3:.2f} ms/step ({batch / t_fast:.0f} samples/s); bare loop with "
-          f"deterministic algorithms {t_bare * 1e3:.2f} ms/step ({batch / t_bare:.0f} samples/s); reprozoo "
-          f"{t_ours * 1e3:.2f} ms/step ({batch / t_ours:.0f} samples/s); throughput ratio reprozoo/bare-deterministic = "
-          f"{t_bare / t_ours:.2f}, reprozoo/bare = {t_fast / t_ours:.2f}")
+          f"deterministic algorithms {t_bare * 1e3:.2f} ms/step ({batch / t_bare:.0f} samples/s); one-seed MMEngine engine "
+          f"{t_ours * 1e3:.2f} ms/step ({batch / t_ours:.0f} samples/s); throughput ratio MMEngine/bare-deterministic = "
+          f"{t_bare / t_ours:.2f}, MMEngine/bare = {t_fast / t_ours:.2f}")
 
 
 if __name__ == "__main__":

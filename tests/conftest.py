@@ -15,6 +15,7 @@ description: "test: MLP for {iters} steps"
 schedule: {{iters: {iters}}}
 eval: {{interval: {interval}}}
 checkpoint_interval: {ckpt}
+speed: {{seed_block: 1}}  # one seed per process on MMEngine: these tests are about that engine (test_batched.py: blocks)
 """
 
 

@@ -21,7 +21,7 @@ from reprozoo.tricks import TRICKS
 from conftest import REPO, write
 
 BASE = "recipes/classification"
-TINY_RUN = "extends: mnist1d_mlp\nschedule: {iters: 40}\neval: {interval: 20}\ncheckpoint_interval: 20\n"
+TINY_RUN = "extends: mnist1d_mlp\nschedule: {iters: 40}\neval: {interval: 20}\ncheckpoint_interval: 20\nspeed: {seed_block: 1}\n"
 
 
 def one_line(capsys, argv, code=2):

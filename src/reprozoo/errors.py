@@ -25,3 +25,7 @@ class ConfigError(ReprozooError):
 
 class RunError(ReprozooError):
     """A run cannot start or its results would clobber other results."""
+
+
+class NonFiniteStep(ReprozooError):
+    """A training step whose loss or gradients are NaN/Inf; it was not applied."""

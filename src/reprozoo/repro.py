@@ -90,12 +90,12 @@ def _stage_recipe(ref: str, wdir: Path):
     return load_recipe(str(wdir / ref) if (wdir / ref).is_file() else ref)
 
 
-def _estimate(ref: str, wdir: Path) -> tuple[float, str | None]:
-    """(seconds from earlier runs of this recipe or 0, recipe name)."""
+def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int]:
+    """(seconds per seed from earlier runs of this recipe or 0, recipe name, seeds trained together)."""
     try:
         recipe = _stage_recipe(ref, wdir)
     except ReprozooError:
-        return 0.0, None
+        return 0.0, None, 1
     walls = []
     for env in (paths.runs_dir() / recipe.name).glob("seed*/env.json"):
         try:
@@ -105,7 +105,7 @@ def _estimate(ref: str, wdir: Path) -> tuple[float, str | None]:
     timings = _read_timings().get(recipe.name)
     if not walls and timings:
         walls.append(timings)
-    return (sum(walls) / len(walls) if walls else 0.0), recipe.name
+    return (sum(walls) / len(walls) if walls else 0.0), recipe.name, (recipe.config.get("speed") or {}).get("seed_block", 1)
 
 
 def _timings_file() -> Path:
@@ -157,6 +157,8 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
         _dvc("repro", *p.upstream)
     with _dvc_repo() as repo, repo.lock, _quiet_dvc():
         defined = {s.addressing: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order, unlike DVC's plan
+        blocks: set = set()
+        followers: set = set()
         for s in _stages(repo, targets).values():
             if not _is_train(s) or not s.changed():
                 continue
@@ -164,14 +166,21 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 p.restored.append(s.addressing)
                 continue
             ref, wdir = recipe_ref(s.cmd), Path(s.wdir)
-            est, name = _estimate(ref, wdir)
+            est, name, block = _estimate(ref, wdir)
+            if block > 1:  # the first pending seed of a block trains all of it; the others then only copy
+                seed = int(shlex.split(s.cmd)[shlex.split(s.cmd).index("--seed") + 1])
+                key = (name, seed - seed % block)
+                est = est * block if key not in blocks else 0.0
+                if key in blocks:
+                    followers.add(s.addressing)
+                blocks.add(key)
             p.recipes[s.addressing] = (ref, name)
             p.hashes[s.addressing] = _dep_hashes(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
             env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
             p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=gpus, estimate=est, env=env))
-    # longest first; ties (and unknown times) in the order dvc.yaml defines them
-    p.jobs.sort(key=lambda j: (-j.estimate, defined.get(j.stage, 0)))
+    # seed blocks' trainers first, longest first; ties (and unknown times) in the order dvc.yaml defines them
+    p.jobs.sort(key=lambda j: (j.stage in followers, -j.estimate, defined.get(j.stage, 0)))
     return p
 
 

@@ -92,6 +92,10 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     threads = threads or int(os.environ.get("REPROZOO_THREADS", "1"))
     work = paths.work_dir() / recipe.name / f"seed{seed}-{recipe.hash}"
     with _exclusive(work.with_suffix(".lock")):
+        if seed_block(recipe, seed) != [seed]:
+            metrics, env, curves = _from_block(recipe, seed, threads, progress, force)
+            _assemble(final, metrics, env, recipe, curves)
+            return metrics
         ctx = RunContext(recipe, seed, work, work / "dvclive", threads, progress)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
@@ -101,6 +105,67 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
         _assemble(final, metrics, env, recipe, ctx.curves_dir)
         shutil.rmtree(work, ignore_errors=True)
     return metrics
+
+
+def seed_block(recipe: Recipe, seed: int) -> list[int]:
+    """The seeds trained together with `seed` (`speed.seed_block`): fixed blocks 0..n-1, n..2n-1, ..."""
+    n = (recipe.config.get("speed") or {}).get("seed_block", 1)
+    first = seed - seed % n
+    return list(range(first, first + n))
+
+
+def block_dir(recipe: Recipe, seed: int, threads: int) -> Path:
+    """Where a seed block is trained and its results wait for their stages. The name holds everything
+    the bits depend on besides the machine: the recipe, the code, torch and the thread count."""
+    import torch
+
+    seeds = seed_block(recipe, seed)
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"{recipe.hash} {torch.__version__} {threads}".encode())
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return paths.work_dir() / recipe.name / f"seeds{seeds[0]}-{seeds[-1]}-{h.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _waiting(lock_path: Path, what: str):
+    """An exclusive lock that waits (and says so) while another process holds it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: another process is training {what}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _from_block(recipe: Recipe, seed: int, threads: int, progress: bool, force: bool):
+    """`seed`'s metrics, env record and curves, training its whole block first unless a sibling seed's
+    stage already did (same recipe, code, torch and threads: the same bits)."""
+    from .families import get_family
+
+    seeds = seed_block(recipe, seed)
+    work = block_dir(recipe, seed, threads)
+    with _waiting(work.with_suffix(".lock"), f"seeds {seeds[0]}-{seeds[-1]} of {recipe.name}"):
+        done = work / f"seed{seed}" / "result.json"
+        if force and done.exists():
+            shutil.rmtree(work, ignore_errors=True)
+        if not done.exists():
+            ctxs = [RunContext(recipe, s, work, work / f"seed{s}" / "dvclive", threads, progress) for s in seeds]
+            started = datetime.now(timezone.utc)
+            t0 = time.perf_counter()
+            results = get_family(recipe.family).train_block(recipe, seeds, ctxs, work)
+            wall = time.perf_counter() - t0
+            for s, ctx, r in zip(seeds, ctxs, results):
+                env = capture_env(recipe, s, ctx, started, wall / len(seeds))
+                env.update(seed_block=seeds, block_wall_seconds=round(wall, 2))
+                write_json(work / f"seed{s}" / "result.json", {"metrics": r["metrics"], "env": env})
+        result = read_json(done)
+    env = result["env"]
+    env["block_command"] = env["command"]
+    env["command"] = shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])  # this stage's, not the trainer's
+    return result["metrics"], env, work / f"seed{seed}" / "dvclive"
 
 
 def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Path) -> None:

@@ -15,11 +15,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
-from ..errors import ConfigError, ReprozooError
-
-
-class NonFiniteStep(ReprozooError):
-    """A training step whose loss or gradients are NaN/Inf; it was not applied."""
+from ..errors import ConfigError, NonFiniteStep
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...schema import Component, Field, ListOf, Section, non_negative, positive
+from ...schema import Component, Field, ListOf, Section, between, non_negative, positive
 from . import zoo
 from .datasets import DATASETS
 from .models import MODELS
@@ -47,6 +47,9 @@ SCHEMA = {
                                doc="NHWC memory format for images and the network; auto: on a GPU only"),
         "amp": Field(str, default="auto", choices=["auto", "on", "off"],
                      doc="bfloat16 autocast of the network (loss in float32, no loss scaling needed); auto: on a GPU only"),
+        "seed_block": Field(int, default=1, check=between(1, 64),
+                            doc="train seeds in fixed blocks of this many (0-4, 5-9, ... for 5) as one stacked model "
+                                "(torch.func.vmap, batched.py); 1: one seed per process on MMEngine's Runner"),
     }),
 }
 
@@ -79,6 +82,8 @@ class ClassificationFamily:
     def train_code(self, config: dict) -> list[Path]:
         """The family files a run of `config` executes: the shared engine plus its model's and dataset's modules."""
         files = [Path(__file__).parent / f for f in CORE_FILES] + [Path(__file__).parent.with_name("openmmlab.py")]
+        if config.get("speed", {}).get("seed_block", 1) > 1:
+            files.append(Path(__file__).with_name("batched.py"))
         for f in (_module_file(MODELS.get(config["model"]["name"])), _module_file(DATASETS.get(config["dataset"]["name"]))):
             if f not in files:
                 files.append(f)
@@ -99,6 +104,9 @@ class ClassificationFamily:
                 raise ConfigError(file, key, str(e)) from None
         _check_schedule(config["schedule"], file)
         check(config, file)
+        from .batched import check as check_batched
+
+        check_batched(config, file)
 
     def evaluate(self, recipe, checkpoint) -> dict:
         from .engine import evaluate
@@ -109,6 +117,12 @@ class ClassificationFamily:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+    def train_block(self, recipe, seeds, ctxs, work) -> list[dict]:
+        """Train `seeds` together (`speed.seed_block`); each seed's {"metrics", "train_seconds"}."""
+        from .batched import train
+
+        return train(recipe, seeds, ctxs, work, progress=ctxs[0].progress)
 
 
 def _check_model_args(spec: dict) -> None:
