@@ -74,8 +74,9 @@ def _dvc_repo():
 
 def _dep_hashes(stage) -> dict[str, str]:
     """DVC's own hash of each dependency of `stage` (what `dvc.lock` would record; params included, they
-    are dependencies too)."""
-    return {str(dep): str(dep.get_hash()) if dep.exists else "missing" for dep in stage.deps}
+    are dependencies too). The value only: DVC names a dependency new to `dvc.lock` 'md5-dos2unix' and
+    the same one 'md5' once a commit has written the file, with the same value."""
+    return {str(dep): str(dep.get_hash().value) if dep.exists else "missing" for dep in stage.deps}
 
 
 def recipe_ref(cmd: str) -> str:
