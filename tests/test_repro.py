@@ -160,7 +160,7 @@ def test_gpus_are_shared_out_without_overlap(tmp_path, monkeypatch):
     jobs = [Job(f"s{i}", f"echo $CUDA_VISIBLE_DEVICES > {seen}/s{i}; sleep 1", tmp_path, tmp_path / f"s{i}.log", gpus=1)
             for i in range(4)]
     jobs.append(Job("two", f"echo $CUDA_VISIBLE_DEVICES > {seen}/two; sleep 1", tmp_path, tmp_path / "two.log", gpus=2))
-    monkeypatch.setattr(repro, "verify_and_commit", lambda stage, p: None)
+    monkeypatch.setattr(repro, "record", lambda stages, p: {s: None for s in stages})
     p = repro.Plan(["x"], jobs=jobs)
     recorded, failed = repro.run_jobs(p, LocalExecutor(), slots=4, gpus=["0", "1", "2", "3"], retries=0)
     assert not failed and sorted(recorded) == ["s0", "s1", "s2", "s3", "two"]

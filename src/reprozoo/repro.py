@@ -223,32 +223,49 @@ def _dvc(*args: str, check: bool = True) -> int:
     return rc
 
 
-def verify_and_commit(stage_addr: str, plan_: Plan) -> str | None:
-    """Record a finished run in dvc.lock (DVC's `commit --force`) if it is complete, its recipe is the
-    one that is current, and none of its dependencies changed while it ran; else why not."""
-    with _dvc_repo() as repo, _quiet_dvc():
-        stage = next(iter(repo.stage.collect(stage_addr)))
-        ref, name = plan_.recipes[stage_addr]
-        outs = [Path(str(o)) if Path(str(o)).is_absolute() else Path(stage.wdir) / str(o) for o in stage.outs]
-        for o in outs:
-            if not (o / "metrics.json").exists() and not (o.is_file()):
-                return f"its output {os.path.relpath(o, paths.project_root())} is incomplete"
-        with repo.lock:
-            now = _dep_hashes(stage)
-        before = plan_.hashes[stage_addr]
-        changed = [k for k in before if now.get(k) != before[k]]
-        if changed:
-            return f"{', '.join(changed[:3])} changed while it ran; not recorded (run again)"
-        if name is not None:
-            recipe = _stage_recipe(ref, Path(stage.wdir))
-            env = json.loads((outs[0] / "env.json").read_text())
-            if env.get("recipe_hash") != recipe.hash:
-                return f"its run holds recipe hash {env.get('recipe_hash')}, the recipe is now {recipe.hash}; not recorded"
-            timings = _read_timings()
-            timings[recipe.name] = env.get("wall_seconds", 0)
-            _timings_file().parent.mkdir(parents=True, exist_ok=True)
-            _timings_file().write_text(json.dumps(timings, indent=1, sort_keys=True))
-        repo.commit(stage_addr, force=True)
+def record(stages: list[str], plan_: Plan) -> dict[str, str | None]:
+    """Record finished runs in dvc.lock as DVC's `commit --force` does, each only if it is complete, its
+    recipe is the one that is current and none of its dependencies changed while it ran; stage -> why
+    not (None: recorded). One DVC repository and one write of each dvc.lock for the whole batch: DVC
+    re-reads and rewrites the lock file on every commit, seconds each once it holds a hundred runs."""
+    from itertools import groupby
+
+    why: dict[str, str | None] = {}
+    ok = []
+    with _dvc_repo() as repo, _quiet_dvc(), repo.lock:
+        for addr in stages:
+            stage = next(iter(repo.stage.collect(addr)))
+            why[addr] = _verify(stage, addr, plan_)
+            if why[addr] is None:
+                ok.append(stage)
+        for _, group in groupby(sorted(ok, key=lambda s: s.dvcfile.path), key=lambda s: s.dvcfile.path):
+            group = list(group)
+            for stage in group:  # what dvc.repo.commit.commit(force=True) does per stage
+                stage.save()
+                stage.commit(relink=True)
+            group[0].dvcfile.dump_stages(group, update_pipeline=False)
+    return why
+
+
+def _verify(stage, addr: str, plan_: Plan) -> str | None:
+    ref, name = plan_.recipes[addr]
+    outs = [Path(str(o)) if Path(str(o)).is_absolute() else Path(stage.wdir) / str(o) for o in stage.outs]
+    for o in outs:
+        if not (o / "metrics.json").exists() and not (o.is_file()):
+            return f"its output {os.path.relpath(o, paths.project_root())} is incomplete"
+    now, before = _dep_hashes(stage), plan_.hashes[addr]
+    changed = [k for k in before if now.get(k) != before[k]]
+    if changed:
+        return f"{', '.join(changed[:3])} changed while it ran; not recorded (run again)"
+    if name is not None:
+        recipe = _stage_recipe(ref, Path(stage.wdir))
+        env = json.loads((outs[0] / "env.json").read_text())
+        if env.get("recipe_hash") != recipe.hash:
+            return f"its run holds recipe hash {env.get('recipe_hash')}, the recipe is now {recipe.hash}; not recorded"
+        timings = _read_timings()
+        timings[recipe.name] = env.get("wall_seconds", 0)
+        _timings_file().parent.mkdir(parents=True, exist_ok=True)
+        _timings_file().write_text(json.dumps(timings, indent=1, sort_keys=True))
     return None
 
 
@@ -352,6 +369,22 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
     recorded: list[str] = []
     failed: dict[str, str] = {}
     progress = Progress(len(p.jobs), slots)
+    finished: list[str] = []  # verified by `record` in batches
+    last_record = time.monotonic()
+
+    def record_finished() -> None:
+        nonlocal last_record
+        if finished:
+            for stage, problem in record(finished, p).items():
+                if problem:
+                    failed[stage] = problem
+                    progress.finish(stage, False, problem)
+                else:
+                    recorded.append(stage)
+                    progress.finish(stage, True)
+            finished.clear()
+        last_record = time.monotonic()
+
     for job in queue:
         if free_gpus is not None and job.gpus > len(free_gpus):
             raise ConfigError("command line", "--gpus-per-run", f"{job.stage} asks for {job.gpus} GPUs, --gpus gives {len(free_gpus)}")
@@ -381,6 +414,9 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
         while running:
             done = executor.poll()
             if not done:
+                # record in batches: while runs finish quickly, every 30 s (and when none is left running)
+                if finished and (time.monotonic() - last_record > 30 or len(finished) >= 4 * slots):
+                    record_finished()
                 progress.draw(remaining())
                 time.sleep(0.5)
                 continue
@@ -399,16 +435,12 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
                     failed[stage] = why
                     progress.finish(stage, False, why)
                     continue
-                problem = verify_and_commit(stage, p)
-                if problem:
-                    failed[stage] = problem
-                    progress.finish(stage, False, problem)
-                else:
-                    recorded.append(stage)
-                    progress.finish(stage, True)
+                finished.append(stage)
             launch()
+        record_finished()
     except KeyboardInterrupt:
         executor.cancel_all()
+        record_finished()
         progress._clear()
         print(f"\ninterrupted: {len(recorded)} finished runs are recorded in dvc.lock; the {len(running)} running "
               f"ones stopped and resume from their last checkpoint when you run the same command again.",
