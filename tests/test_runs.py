@@ -177,12 +177,12 @@ def test_speed_settings_on_cpu(project):
 
     base = execute(load_recipe("tiny_mlp"), 0, progress=False)
     write(project / "recipes/classification/host_mlp.yaml", TINY.format(iters=300, interval=100, ckpt=100)
-          + "speed: {data_on_device: false}\n")
+          .replace("speed: {seed_block: 1}", "speed: {seed_block: 1, data_on_device: false}"))
     assert execute(load_recipe("host_mlp"), 0, progress=False) == base  # same batches, same numbers
     params = yaml.safe_load((run_dir("tiny_mlp", 0) / "dvclive/params.yaml").read_text())
     assert params["speed"] == {"device": "cpu", "data_on_device": True, "channels_last": False, "amp": False}
     write(project / "recipes/classification/bf16_mlp.yaml", TINY.format(iters=300, interval=100, ckpt=100)
-          + "speed: {amp: 'on', channels_last: 'on'}\n")
+          .replace("speed: {seed_block: 1}", "speed: {seed_block: 1, amp: 'on', channels_last: 'on'}"))
     m = execute(load_recipe("bf16_mlp"), 0, progress=False)
     assert m != base and m["test"]["accuracy"] > 30  # bfloat16 changes the numbers, not the learning
     assert yaml.safe_load((run_dir("bf16_mlp", 0) / "dvclive/params.yaml").read_text())["speed"]["amp"] is True

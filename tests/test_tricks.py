@@ -41,7 +41,8 @@ class TinyResNet(nn.Module):
 def recipe(project, tricks: str, extra: str = "", name: str = "tricked", iters: int = 60):
     schedule = "" if "schedule:" in extra else f"schedule: {{iters: {iters}}}\n"  # a key written twice is an error
     write(project / BASE / f"{name}.yaml", f"extends: mnist1d_mlp\n{schedule}"
-                                            f"eval: {{interval: 30}}\ncheckpoint_interval: 30\ntricks: {tricks}\n{extra}")
+                                            f"eval: {{interval: 30}}\ncheckpoint_interval: 30\ntricks: {tricks}\n{extra}"
+                                            + ("" if "speed:" in extra else "speed: {seed_block: 1}\n"))  # the MMEngine engine
     return load_recipe(name)
 
 
