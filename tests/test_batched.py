@@ -112,6 +112,37 @@ def test_unrolled_gru_is_nn_gru():
         torch.testing.assert_close(p.grad, grads[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["mnist1d_cnn", "mnist1d_gru"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_stacked_layers_under_vmap_equal_torch_layers(model, shared):
+    """Conv1dIm2col and GRURecurrence (their vmap rules, forward and hand-written backward) give each
+    seed of a stacked model what nn.Conv1d / nn.GRU give its own network (float64, to rounding)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from reprozoo.families.classification.batched import Im2colConv1d, UnrolledGRU, vmappable
+    from reprozoo.families.classification.models import MODELS
+
+    torch.manual_seed(0)
+    refs = [MODELS.build({"name": model}).double() for _ in range(3)]
+    nets = [vmappable(MODELS.build({"name": model}).double()) for _ in range(3)]
+    for ref, net in zip(refs, nets):
+        net.load_state_dict(ref.state_dict())
+    assert any(isinstance(m, (Im2colConv1d, UnrolledGRU)) for m in nets[0].modules())
+    params, buffers = stack_module_state(nets)
+    for p in params.values():
+        p.requires_grad_(True)
+    base = nets[0].to("meta")
+    x = torch.randn(7, 40, dtype=torch.float64) if shared else torch.randn(3, 7, 40, dtype=torch.float64)
+    out = vmap(lambda p, b, xx: functional_call(base, (p, b), (xx,)), in_dims=(0, 0, None if shared else 0))(params, buffers, x)
+    out.pow(2).sum().backward()
+    for j, ref in enumerate(refs):
+        o = ref(x if shared else x[j])
+        o.pow(2).sum().backward()
+        torch.testing.assert_close(out[j], o, rtol=1e-12, atol=1e-12)
+        for name, p in ref.named_parameters():
+            torch.testing.assert_close(params[name].grad[j], p.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_lr_factor_is_mmengines_schedule():
     """The closed-form schedule equals MMEngine's LinearLR warmup + MultiStepLR / CosineAnnealingLR."""
     from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR, MultiStepLR

@@ -35,10 +35,11 @@ class Job:
     wdir: Path
     log: Path
     threads: int = 1
-    gpus: int = 0  # devices the recipe asks for
+    gpus: int = 0  # GPUs it gets from the pool (--gpus): the recipe's devices, at least --gpus-per-run
     estimate: float = 0.0  # seconds, from earlier runs of the recipe; 0 = unknown
     env: dict = field(default_factory=dict)  # added to the environment: thread count, and GPUs when shared out
     attempt: int = 0
+    width: int = 1  # processes the run starts (a recipe's `devices: N` on CPUs: N DDP processes)
 
 
 def run_shell(cmd: str, cwd: str, env: dict, log: str) -> int:
@@ -124,7 +125,7 @@ class SubmititExecutor:
     def _executor(self, job: Job):
         ex = self.submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
         name = "reprozoo-" + "".join(c if c.isalnum() or c in "-_@." else "_" for c in job.stage)
-        params = {"timeout_min": 60 * 24, "cpus_per_task": job.threads, "nodes": 1, "tasks_per_node": 1, "name": name}
+        params = {"timeout_min": 60 * 24, "cpus_per_task": job.threads * job.width, "nodes": 1, "tasks_per_node": 1, "name": name}
         if job.gpus:
             params["gpus_per_node"] = job.gpus
         if self.cluster == "slurm":
@@ -208,7 +209,7 @@ class RayExecutor:
 
     def submit(self, job: Job) -> None:
         env = {k: v for k, v in job.env.items() if k != "CUDA_VISIBLE_DEVICES"}  # Ray assigns the GPUs itself
-        task = self.remote.options(num_cpus=job.threads, num_gpus=job.gpus, max_retries=0)
+        task = self.remote.options(num_cpus=job.threads * job.width, num_gpus=job.gpus, max_retries=0)
         self.refs[job.stage] = task.remote(job.cmd, str(job.wdir), env, str(job.log))
 
     def poll(self) -> dict[str, int]:

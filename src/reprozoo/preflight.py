@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import paths
+from . import distributed, paths
 from .errors import RunError
 from .recipes import Recipe
 
@@ -139,6 +139,35 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     env = os.environ.get("REPROZOO_THREADS")
     if threads is None and env is not None and not (env.strip().isdigit() and int(env) >= 1):
         raise RunError(f"REPROZOO_THREADS={env!r}: expected a positive integer (torch CPU threads per run)")
+    devices = recipe.config.get("devices", 1)
+    rank, size = distributed.world()
+    if devices > 1 and size == 1:  # this process becomes the launcher: torchrun starts the ranks
+        return _launch(recipe, seed, devices, force=force, threads=threads, progress=progress)
+    if size != devices:
+        raise RunError(f"{recipe.name} asks for devices: {devices}, this process group has {size} "
+                       f"(`reprozoo run {recipe.name}` starts the right number)")
+    if size > 1:
+        distributed.init()
+        if rank > 0:
+            distributed.barrier()  # rank 0 has checked and claimed the run, and removed what --force starts over
+            return runs.execute(recipe, seed, force=False, threads=threads, progress=False)
     with claimed(recipe, seed):
         check(recipe, seed, force=force)
+        if size > 1:
+            distributed.barrier()
         return runs.execute(recipe, seed, force=force, threads=threads, progress=progress)
+
+
+def _launch(recipe: Recipe, seed: int, devices: int, *, force: bool, threads, progress: bool) -> dict:
+    """Train a `devices: N` recipe as N torchrun processes; its metrics."""
+    from .io import read_json
+    from .runs import run_dir
+
+    argv = ["run", str(recipe.path), "--seed", str(seed)] + ["--force"] * force + ["--no-progress"] * (not progress)
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    code = distributed.launch(devices, argv)
+    if code != 0:
+        raise RunError(f"{recipe.name} seed {seed}: the {devices} torchrun processes ended with exit status {code} "
+                       "(their output is above)")
+    return read_json(run_dir(recipe.name, seed) / "metrics.json")

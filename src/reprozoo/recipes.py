@@ -18,7 +18,7 @@ import yaml
 from . import paths, yamlfile
 from .errors import ConfigError
 from .families import family_names, get_family, missing_extra
-from .schema import Component, Field, ListOf, Section
+from .schema import Component, Field, ListOf, Section, between
 from .tricks import TRICKS, check_family
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,()-]*")  # the run folder runs/<name>/ stays under runs/
@@ -28,6 +28,8 @@ CORE_FIELDS = {
     "source": Field(str, default="", doc="where the published setup is described"),
     "deviations": ListOf(Field(str), doc="every known deviation from the published setup, with its reason"),
     "tricks": ListOf(Component(TRICKS), doc="named tricks applied on top of the recipe (`reprozoo list tricks`)"),
+    "devices": Field(int, default=1, check=between(1, 1024),
+                     doc="devices one run trains on, as DDP processes under torchrun; the batch size is their total"),
 }
 
 
@@ -160,6 +162,10 @@ def validate_recipe(raw: dict, file: Path) -> dict:
     config = recipe_schema(raw["family"]).validate(raw, file, "")
     check_family(config["tricks"], config["family"], file)
     family = get_family(config["family"])
+    if config["devices"] == 1:
+        del config["devices"]  # the default leaves the recipe's hash (and every committed run) as it was
+    elif not getattr(family, "distributed", False):
+        raise ConfigError(file, "devices", f"family {config['family']!r} trains on one device", [1])
     # Without its framework (an optional extra) a family cannot resolve its upstream configs: the
     # schema is checked here, the rest when the recipe is run, which first names the install command.
     if hasattr(family, "check") and missing_extra(config["family"]) is None:

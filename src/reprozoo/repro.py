@@ -91,12 +91,13 @@ def _stage_recipe(ref: str, wdir: Path):
     return load_recipe(str(wdir / ref) if (wdir / ref).is_file() else ref)
 
 
-def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int]:
-    """(seconds per seed from earlier runs of this recipe or 0, recipe name, seeds trained together)."""
+def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int, int]:
+    """(seconds per seed from earlier runs of this recipe or 0, recipe name, seeds trained together,
+    devices one run takes)."""
     try:
         recipe = _stage_recipe(ref, wdir)
     except ReprozooError:
-        return 0.0, None, 1
+        return 0.0, None, 1, 1
     walls = []
     for env in (paths.runs_dir() / recipe.name).glob("seed*/env.json"):
         try:
@@ -106,7 +107,8 @@ def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int]:
     timings = _read_timings().get(recipe.name)
     if not walls and timings:
         walls.append(timings)
-    return (sum(walls) / len(walls) if walls else 0.0), recipe.name, (recipe.config.get("speed") or {}).get("seed_block", 1)
+    return ((sum(walls) / len(walls) if walls else 0.0), recipe.name, (recipe.config.get("speed") or {}).get("seed_block", 1),
+            recipe.config.get("devices", 1))
 
 
 def _timings_file() -> Path:
@@ -167,7 +169,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 p.restored.append(s.addressing)
                 continue
             ref, wdir = recipe_ref(s.cmd), Path(s.wdir)
-            est, name, block = _estimate(ref, wdir)
+            est, name, block, devices = _estimate(ref, wdir)
             if block > 1:  # the first pending seed of a block trains all of it; the others then only copy
                 seed = int(shlex.split(s.cmd)[shlex.split(s.cmd).index("--seed") + 1])
                 key = (name, seed - seed % block)
@@ -179,7 +181,9 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
             p.hashes[s.addressing] = _dep_hashes(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
             env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=gpus, estimate=est, env=env))
+            # a `devices: N` run is N processes: N GPUs from the pool, or N of the slots on CPUs
+            p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=max(gpus, devices) if gpus else 0,
+                              estimate=est, env=env, width=devices))
     # seed blocks' trainers first, longest first; ties (and unknown times) in the order dvc.yaml defines them
     p.jobs.sort(key=lambda j: (j.stage in followers, -j.estimate, defined.get(j.stage, 0)))
     return p
@@ -391,7 +395,10 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
 
     def launch():
         while queue and len(running) < slots:
-            job = next((j for j in queue if free_gpus is None or j.gpus <= len(free_gpus)), None)
+            busy = sum(j.width for j in running.values()) if free_gpus is None else 0
+            # on CPUs a multi-process run waits for its slots (alone it may take more than there are)
+            job = next((j for j in queue if (j.gpus <= len(free_gpus) if free_gpus is not None
+                                             else not running or busy + j.width <= slots)), None)
             if job is None:
                 return
             queue.remove(job)

@@ -22,12 +22,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import paths
+from . import distributed, paths
 from .errors import RunError
 from .io import read_json, write_json, atomic_write_text
 from .recipes import Recipe
@@ -47,6 +47,7 @@ class RunContext:
     threads: int
     progress: bool = True
     resumed_from: int = 0  # set by the family when it resumes from a checkpoint
+    record: dict = field(default_factory=dict)  # what the family adds to env.json (e.g. `distributed`)
 
 
 def run_dir(recipe_name: str, seed: int) -> Path:
@@ -66,13 +67,18 @@ def existing_seeds(recipe_name: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path):
+def _exclusive(lock_path: Path, wait_for: str | None = None):
+    """An exclusive lock on `lock_path`: held by another process, an error, or with `wait_for` (what the
+    holder is doing) a wait that says so."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"another process is running this run (lock {lock_path})") from None
+            if wait_for is None:
+                raise RunError(f"another process is running this run (lock {lock_path})") from None
+            print(f"waiting: another process is training {wait_for}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
@@ -91,6 +97,12 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
                            f"(hash {old_hash}, now {recipe.hash}); they are kept. Pass --force to replace them.")
     threads = threads or int(os.environ.get("REPROZOO_THREADS", "1"))
     work = paths.work_dir() / recipe.name / f"seed{seed}-{recipe.hash}"
+    rank = distributed.world()[0]
+    if rank > 0:  # a DDP follower: trains in step with rank 0, resumes from its checkpoints, writes no run
+        scratch = work.with_name(f"{work.name}.rank{rank}")
+        get_family(recipe.family).train(recipe, seed, RunContext(recipe, seed, work, scratch / "dvclive", threads, False))
+        shutil.rmtree(scratch, ignore_errors=True)
+        return {}
     with _exclusive(work.with_suffix(".lock")):
         if seed_block(recipe, seed) != [seed]:
             metrics, env, curves = _from_block(recipe, seed, threads, progress, force)
@@ -114,30 +126,31 @@ def seed_block(recipe: Recipe, seed: int) -> list[int]:
     return list(range(first, first + n))
 
 
+def train_code(recipe: Recipe, tricks: bool | None = None) -> list[Path]:
+    """The files and folders a run of `recipe` executes: its family's (`train_code`, else the family's
+    whole folder) and the core's. Its DVC stage depends on them; a seed block's folder name hashes them.
+    `tricks`: whether the run applies tricks (an ablation arm of a base recipe), default the recipe's."""
+    from .families import get_family
+
+    package = Path(__file__).resolve().parent
+    family = get_family(recipe.family)
+    own = family.train_code(recipe.config) if hasattr(family, "train_code") else [package / "families" / recipe.family]
+    core = [package / "frameworks", package / "runs.py", package / "seeding.py", package / "distributed.py"]
+    tricks = bool(recipe.config.get("tricks")) if tricks is None else tricks
+    return [Path(p) for p in own] + core + ([package / "tricks.py"] if tricks else [])
+
+
 def block_dir(recipe: Recipe, seed: int, threads: int) -> Path:
     """Where a seed block is trained and its results wait for their stages. The name holds everything
-    the bits depend on besides the machine: the recipe, the code, torch and the thread count."""
+    the bits depend on besides the machine: the recipe, the code it runs, torch and the thread count."""
     import torch
 
     seeds = seed_block(recipe, seed)
-    package = Path(__file__).resolve().parent
     h = hashlib.sha256(f"{recipe.hash} {torch.__version__} {threads}".encode())
-    for f in sorted(package.rglob("*.py")):
-        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    for path in train_code(recipe):
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
     return paths.work_dir() / recipe.name / f"seeds{seeds[0]}-{seeds[-1]}-{h.hexdigest()[:16]}"
-
-
-@contextlib.contextmanager
-def _waiting(lock_path: Path, what: str):
-    """An exclusive lock that waits (and says so) while another process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting: another process is training {what}", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def _from_block(recipe: Recipe, seed: int, threads: int, progress: bool, force: bool):
@@ -147,7 +160,7 @@ def _from_block(recipe: Recipe, seed: int, threads: int, progress: bool, force: 
 
     seeds = seed_block(recipe, seed)
     work = block_dir(recipe, seed, threads)
-    with _waiting(work.with_suffix(".lock"), f"seeds {seeds[0]}-{seeds[-1]} of {recipe.name}"):
+    with _exclusive(work.with_suffix(".lock"), wait_for=f"seeds {seeds[0]}-{seeds[-1]} of {recipe.name}"):
         done = work / f"seed{seed}" / "result.json"
         if force and done.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -230,6 +243,7 @@ def capture_env(recipe: Recipe, seed: int, ctx: RunContext, started: datetime, w
         "wall_seconds": round(wall, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resumed_from_iter": ctx.resumed_from,
+        **ctx.record,
     }
 
 

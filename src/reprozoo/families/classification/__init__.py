@@ -71,6 +71,7 @@ def _check_schedule(s: dict, file) -> None:
 
 class ClassificationFamily:
     name = "classification"
+    distributed = True  # `devices: N`: MMEngine's Runner under torchrun (engine.py)
     schema = SCHEMA
     models = MODELS
     datasets = DATASETS
@@ -83,7 +84,7 @@ class ClassificationFamily:
         """The family files a run of `config` executes: the shared engine plus its model's and dataset's modules."""
         files = [Path(__file__).parent / f for f in CORE_FILES] + [Path(__file__).parent.with_name("openmmlab.py")]
         if config.get("speed", {}).get("seed_block", 1) > 1:
-            files.append(Path(__file__).with_name("batched.py"))
+            files += [Path(__file__).with_name("batched.py"), Path(__file__).with_name("stacked_ops.py")]
         for f in (_module_file(MODELS.get(config["model"]["name"])), _module_file(DATASETS.get(config["dataset"]["name"]))):
             if f not in files:
                 files.append(f)
@@ -107,6 +108,13 @@ class ClassificationFamily:
         from .batched import check as check_batched
 
         check_batched(config, file)
+        devices = config.get("devices", 1)
+        if devices > 1 and config["speed"]["seed_block"] > 1:
+            raise ConfigError(file, "devices", f"devices: {devices} trains one seed on several devices; "
+                                               "it needs speed.seed_block: 1", [1])
+        if config["schedule"]["batch_size"] % devices:
+            raise ConfigError(file, "devices", f"devices: {devices} does not divide schedule.batch_size "
+                                               f"{config['schedule']['batch_size']} (the total batch over all devices)")
 
     def evaluate(self, recipe, checkpoint) -> dict:
         from .engine import evaluate

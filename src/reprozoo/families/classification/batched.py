@@ -32,6 +32,7 @@ from ...seeding import seed_everything
 from . import OPTIMIZERS, tricks
 from .datasets import DATASETS
 from .models import MODELS
+from .stacked_ops import Conv1dIm2col, GRURecurrence
 
 # tricks this engine implements; the others (image policies, zero-init of BatchNorm) need the MMEngine engine
 TRICKS = {"cosine", "warmup", "longer_schedule", "label_smoothing", "mixup", "cutmix", "ema", "clip_grad",
@@ -42,9 +43,9 @@ CHECKPOINT = "block.pth"
 
 
 class UnrolledGRU(nn.Module):
-    """`nn.GRU` (one layer, batch first, zero initial state) written as per-step tensor operations, which
-    vmap can batch. It holds the GRU's own parameters under their own names, so a state dict moves
-    between the two unchanged; both directions advance in the same step (stacked weights)."""
+    """`nn.GRU` (one layer, batch first, zero initial state) as the input projection plus
+    `GRURecurrence`, which vmap can batch. It holds the GRU's own parameters under their own names, so a
+    state dict moves between the two unchanged; both directions advance in the same step (stacked)."""
 
     def __init__(self, gru: nn.GRU):
         super().__init__()
@@ -59,22 +60,10 @@ class UnrolledGRU(nn.Module):
         w_ih = torch.stack([getattr(self, "weight_ih" + s) for s in suffixes])  # (D, 3H, I)
         w_hh = torch.stack([getattr(self, "weight_hh" + s) for s in suffixes])  # (D, 3H, H)
         b_ih = torch.stack([getattr(self, "bias_ih" + s) for s in suffixes]).unsqueeze(1)  # (D, 1, 3H)
-        b_hh = torch.stack([getattr(self, "bias_hh" + s) for s in suffixes]).unsqueeze(1)
-        steps = x.shape[1]
+        b_hh = torch.stack([getattr(self, "bias_hh" + s) for s in suffixes])  # (D, 3H)
         seqs = torch.stack([x, x.flip(1)][:len(suffixes)])  # (D, B, T, I): the reverse direction reads backwards
         gi = torch.matmul(seqs, w_ih.transpose(1, 2).unsqueeze(1)) + b_ih.unsqueeze(1)  # (D, B, T, 3H), all steps at once
-        h = torch.zeros(len(suffixes), x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
-        w_hh_t = w_hh.transpose(1, 2)
-        out = []
-        for t in range(steps):
-            gh = torch.matmul(h, w_hh_t) + b_hh  # (D, B, 3H)
-            i_r, i_z, i_n = gi[:, :, t].chunk(3, -1)
-            h_r, h_z, h_n = gh.chunk(3, -1)
-            r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = (1 - z) * n + z * h
-            out.append(h)
-        out = torch.stack(out, 2)  # (D, B, T, H)
+        out = GRURecurrence.apply(gi, w_hh, b_hh)[0]  # (D, B, T, H)
         if self.bidirectional:
             out = torch.cat([out[0], out[1].flip(1)], -1)
         else:
@@ -82,11 +71,31 @@ class UnrolledGRU(nn.Module):
         return out, None
 
 
+class Im2colConv1d(nn.Module):
+    """`nn.Conv1d` (zero padding, no dilation or groups) through `Conv1dIm2col`, same parameters and names."""
+
+    def __init__(self, conv: nn.Conv1d):
+        super().__init__()
+        self.stride, self.padding = conv.stride[0], conv.padding[0]
+        self.weight, self.bias = conv.weight, conv.bias
+
+    def forward(self, x):
+        return Conv1dIm2col.apply(x, self.weight, self.bias, self.stride, self.padding)[0]
+
+
+def _im2col_ok(conv: nn.Conv1d) -> bool:
+    return (conv.groups == 1 and conv.dilation == (1,) and conv.bias is not None and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple))
+
+
 def vmappable(net: nn.Module) -> nn.Module:
-    """`net` with every nn.GRU replaced by an UnrolledGRU holding the same parameters."""
+    """`net` with every nn.GRU replaced by an UnrolledGRU and every plain nn.Conv1d by an Im2colConv1d,
+    holding the same parameters."""
     for name, child in list(net.named_children()):
         if isinstance(child, nn.GRU):
             setattr(net, name, UnrolledGRU(child))
+        elif isinstance(child, nn.Conv1d) and _im2col_ok(child):
+            setattr(net, name, Im2colConv1d(child))
         else:
             vmappable(child)
     return net

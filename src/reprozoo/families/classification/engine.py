@@ -12,6 +12,7 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.runner import Runner
 from torch.utils.data import BatchSampler, DataLoader
 
+from ... import distributed
 from ...checkpoints import load_weights
 from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
@@ -164,13 +165,17 @@ def runner_config(recipe, seed, ctx) -> dict:
     if resumed:
         truncate_curves(ctx.curves_dir, resumed, val_keys=("accuracy",))
     s, e = cfg["schedule"], cfg["eval"]
-    eval_loader = batch_loader(eval_set, e["batch_size"], shuffle=False, seed=seed, infinite=False)
+    ddp = _ddp(cfg, ctx, speed)
+    devices = cfg.get("devices", 1)
+    # MMEngine's samplers give each rank every devices-th sample of the one stream: per step the ranks
+    # together see the batch one process would, and DDP averages their gradients into its gradient
+    eval_loader = batch_loader(eval_set, -(-e["batch_size"] // devices), shuffle=False, seed=seed, infinite=False)
     runner_cfg = dict(
         model=dict(net=net, num_classes=dataset.num_classes, normalize=getattr(dataset, "normalize", None),
                    channels_last=speed["channels_last"] and train_set.x.ndim == 4, amp=speed["amp"]),
         work_dir=str(ctx.work_dir),
         experiment_name=f"{recipe.name}-seed{seed}-{uuid.uuid4().hex[:8]}",
-        train_dataloader=batch_loader(train_set, s["batch_size"], shuffle=s["shuffle"], seed=seed, infinite=True),
+        train_dataloader=batch_loader(train_set, s["batch_size"] // devices, shuffle=s["shuffle"], seed=seed, infinite=True),
         train_cfg=dict(by_epoch=False, max_iters=s["iters"], val_interval=e["interval"]),
         val_dataloader=eval_loader, val_cfg=dict(), val_evaluator=Evaluator([Accuracy()]),
         test_dataloader=eval_loader, test_cfg=dict(), test_evaluator=Evaluator([Accuracy()]),
@@ -193,14 +198,30 @@ def runner_config(recipe, seed, ctx) -> dict:
         randomness=dict(seed=seed, deterministic=True),
         resume=True,
         default_scope="mmengine",
+        **ddp,
     )
     return tricks.patch_runner(runner_cfg, cfg["tricks"])
+
+
+def _ddp(cfg: dict, ctx, speed: dict) -> dict:
+    """The Runner arguments of a `devices: N` run (inside torchrun), and its env.json record."""
+    devices = cfg.get("devices", 1)
+    if devices == 1:
+        return {}
+    backend = distributed.init()  # before the Runner: MMEngine's own init would pin a CUDA device on a CPU
+    ctx.record["distributed"] = {**distributed.shares(cfg["schedule"]["batch_size"], devices), "backend": backend}
+    wrapper = dict(type="MMDistributedDataParallel", broadcast_buffers=False)
+    if not speed["device"].startswith("cuda"):
+        wrapper["device_ids"] = None  # CPU DDP (MMEngine would pass [LOCAL_RANK], a CUDA index)
+    return dict(launcher="pytorch", cfg=dict(model_wrapper_cfg=wrapper))  # the Runner reads the wrapper from its cfg
 
 
 def build_runner(recipe, seed, ctx) -> Runner:
     runner_cfg = runner_config(recipe, seed, ctx)
     runner = Runner(model=Classifier(**runner_cfg.pop("model")), **runner_cfg)
-    runner.visualizer.get_backend("RunDVCLiveBackend").experiment.log_params({"speed": ctx.speed})
+    live = runner.visualizer.get_backend("RunDVCLiveBackend")  # none on DDP ranks other than 0
+    if live is not None:
+        live.experiment.log_params({"speed": ctx.speed})
     return runner
 
 

@@ -42,6 +42,7 @@ SCHEMA = {
 
 class TextFamily:
     name = "text"
+    distributed = True  # `devices: N`: the HF Trainer reads torchrun's environment (engine.py)
     schema = SCHEMA
     models = MODELS
     datasets = DATASETS
@@ -65,6 +66,10 @@ class TextFamily:
             except ValueError as e:
                 raise ConfigError(file, key, str(e)) from None
         check(config, file)
+        devices = config.get("devices", 1)
+        if config["schedule"]["batch_size"] % devices:
+            raise ConfigError(file, "devices", f"devices: {devices} does not divide schedule.batch_size "
+                                               f"{config['schedule']['batch_size']} (the total batch over all devices)")
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train

@@ -15,6 +15,7 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ... import distributed
 from ...datasets_store import ensure_prepared
 from ...seeding import seed_everything
 from . import tricks
@@ -160,9 +161,14 @@ def build_trainer(recipe, seed: int, ctx, data=None) -> tuple[ReprozooTrainer, o
         from ...frameworks.mmrunner import truncate_curves
 
         truncate_curves(ctx.curves_dir, ctx.resumed_from)
+    devices = cfg.get("devices", 1)
+    ddp = {}
+    if devices > 1:  # under torchrun: the Trainer sets DDP up itself; each device takes its share of the batch
+        ddp = {"ddp_backend": "nccl" if torch.cuda.is_available() else "gloo"}
+        ctx.record["distributed"] = {**distributed.shares(s["batch_size"], devices), "backend": ddp["ddp_backend"]}
     args = TrainingArguments(
-        output_dir=str(ctx.work_dir),
-        per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=e["batch_size"],
+        output_dir=str(ctx.work_dir), **ddp,
+        per_device_train_batch_size=s["batch_size"] // devices, per_device_eval_batch_size=-(-e["batch_size"] // devices),
         max_steps=total, seed=seed, data_seed=seed,
         max_grad_norm=cfg["optim"]["max_grad_norm"] or 0.0,
         label_smoothing_factor=cfg["label_smoothing"],
