@@ -25,6 +25,7 @@ from pathlib import Path
 from . import paths
 from .errors import ConfigError, ReprozooError
 from .executors import Job, LocalExecutor, was_killed
+from .runs import seed_block
 
 TRAIN_PREFIX = "reprozoo run "
 
@@ -91,13 +92,12 @@ def _stage_recipe(ref: str, wdir: Path):
     return load_recipe(str(wdir / ref) if (wdir / ref).is_file() else ref)
 
 
-def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int, int]:
-    """(seconds per seed from earlier runs of this recipe or 0, recipe name, seeds trained together,
-    devices one run takes)."""
+def _estimate(ref: str, wdir: Path):
+    """(seconds per seed from earlier runs of this recipe or 0, the recipe or None if it does not load)."""
     try:
         recipe = _stage_recipe(ref, wdir)
     except ReprozooError:
-        return 0.0, None, 1, 1
+        return 0.0, None
     walls = []
     for env in (paths.runs_dir() / recipe.name).glob("seed*/env.json"):
         try:
@@ -107,8 +107,7 @@ def _estimate(ref: str, wdir: Path) -> tuple[float, str | None, int, int]:
     timings = _read_timings().get(recipe.name)
     if not walls and timings:
         walls.append(timings)
-    return ((sum(walls) / len(walls) if walls else 0.0), recipe.name, (recipe.config.get("speed") or {}).get("seed_block", 1),
-            recipe.config.get("devices", 1))
+    return (sum(walls) / len(walls) if walls else 0.0), recipe
 
 
 def _timings_file() -> Path:
@@ -169,15 +168,16 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 p.restored.append(s.addressing)
                 continue
             ref, wdir = recipe_ref(s.cmd), Path(s.wdir)
-            est, name, block, devices = _estimate(ref, wdir)
-            if block > 1:  # the first pending seed of a block trains all of it; the others then only copy
-                seed = int(shlex.split(s.cmd)[shlex.split(s.cmd).index("--seed") + 1])
-                key = (name, seed - seed % block)
-                est = est * block if key not in blocks else 0.0
+            est, recipe = _estimate(ref, wdir)
+            block = seed_block(recipe, int(shlex.split(s.cmd)[shlex.split(s.cmd).index("--seed") + 1])) if recipe else [0]
+            if len(block) > 1:  # the first pending seed of a block trains all of it; the others then only copy
+                key = (recipe.name, block[0])
+                est = est * len(block) if key not in blocks else 0.0
                 if key in blocks:
                     followers.add(s.addressing)
                 blocks.add(key)
-            p.recipes[s.addressing] = (ref, name)
+            devices = recipe.config.get("devices", 1) if recipe else 1
+            p.recipes[s.addressing] = (ref, recipe.name if recipe else None)
             p.hashes[s.addressing] = _dep_hashes(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
             env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
