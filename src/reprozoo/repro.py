@@ -44,7 +44,8 @@ def pipeline_files(names: list[str]) -> list[str]:
     out = []
     for n in names:
         if n == "all":
-            out += ["dvc.yaml"] + sorted(str(p.relative_to(root)) for p in (root / "pipelines").glob("*/dvc.yaml"))
+            out += ["dvc.yaml"] + sorted(str(p.relative_to(root)) for p in [*(root / "pipelines").glob("*/dvc.yaml"),
+                                                                             *(root / "pipelines").glob("studies/*/dvc.yaml")])
             continue
         for cand in (root / n, root / n / "dvc.yaml", root / "pipelines" / n / "dvc.yaml"):
             if cand.is_file():
@@ -285,6 +286,9 @@ class Progress:
         self.durations: list[float] = []
         self.tty = stream.isatty()
         self.drawn = 0
+        # seconds of estimated work left (set by run_jobs): a block's other seeds take seconds, so the mean
+        # duration of finished runs would overestimate the rest many times
+        self.remaining = lambda: 0.0
 
     def start(self, job: Job) -> None:
         self.started[job.stage] = time.monotonic()
@@ -349,7 +353,7 @@ class Progress:
 
     def _line(self, text: str) -> None:
         self._clear()
-        print(text + ("" if self.tty else f"   {self.bar()}"), file=self.stream, flush=True)
+        print(text + ("" if self.tty else f"   {self.bar(self.remaining())}"), file=self.stream, flush=True)
 
 
 def _gpu_pool(gpus: str | None) -> list[str] | None:
@@ -416,6 +420,7 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
         return sum(j.estimate for j in queue) + sum(
             max(j.estimate - (time.monotonic() - progress.started.get(j.stage, time.monotonic())), 0) for j in running.values())
 
+    progress.remaining = remaining
     try:
         launch()
         while running:
