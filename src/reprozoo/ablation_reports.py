@@ -38,8 +38,10 @@ def _repro_command(base: str) -> str:
     return repro_command(training_baseline(base) or DEFAULT_BASELINE)
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, studies: dict[str, str] | None = None) -> str:
+    """`studies`: trick name -> a study that tunes the base recipe with and without it (linked from its rows)."""
     name, metric = result["ablation"], f"{result['metric']} ({result['split']})"
+    studies = studies or {}
     has_pub = any(r["published_delta"] is not None for r in _rows(result))
     lines = [f"# Ablation `{name}`: {result['description']}", "",
              f"Base recipe `{result['base']}`; tricks in order: {', '.join(f'`{t}`' for t in result['tricks'])}. "
@@ -54,7 +56,9 @@ def markdown(result: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if has_pub else "")]
         for r in rows:
             pub = f" {_signed(r['published_delta'])} |" if has_pub else ""
-            lines.append(f"| {ROW_LABEL[mode].format(r['trick'])} | {_arm_summary(result, r['with'])} | "
+            study = studies.get(r["trick"].split("(")[0].strip())
+            link = f" ([tuned: study `{study}`](../studies/{study}.md))" if study else ""
+            lines.append(f"| {ROW_LABEL[mode].format(r['trick'])}{link} | {_arm_summary(result, r['with'])} | "
                          f"{_arm_summary(result, r['without'])} | **{_signed(r['difference'])}** "
                          f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}] | [{_signed(r['boot_low'])}, {_signed(r['boot_high'])}] | "
                          f"{r['prob_improvement']:.2f} | {r['p_holm']:.3f} | {r['adopt']}{stable_note(r.get('stability'))} |{pub}")
@@ -146,10 +150,12 @@ def forest_plot(result: dict) -> bytes:
 
 
 def ablation_report(name: str) -> list:
+    from .studies import studies_of_tricks
+
     d = paths.reports_dir() / "ablations"
     result = read_json(d / f"{name}.json")
     written = [
-        atomic_write_text(d / f"{name}.md", markdown(result)),
+        atomic_write_text(d / f"{name}.md", markdown(result, studies_of_tricks(result["base"]))),
         atomic_write_text(d / f"{name}.csv", _csv(_rows(result), COLUMNS)),
         atomic_write_text(d / f"{name}.tex", latex(result)),
         atomic_write_bytes(d / f"{name}.png", forest_plot(result)),

@@ -103,6 +103,13 @@ def cmd_list(args) -> int:
         for a in list_ablations():
             ab = load_ablation(a)
             print(f"  {a:<28} {ab.config['base']} + {len(ab.tricks)} tricks, {', '.join(ab.config['modes'])}; {ab.config['description']}")
+    if what in ("all", "studies"):
+        from .studies import list_studies, load_study
+
+        print("studies (recipes/studies/):")
+        for name in list_studies():
+            st = load_study(name)
+            print(f"  {name:<28} {st.key}: {', '.join(st.labels)}; {st.config['trials']} trials each; {st.config['question']}")
     return 0
 
 
@@ -129,7 +136,8 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe)
     require(recipe.family)
     for seed in args.seed:
-        metrics = execute(recipe, seed, force=args.force, threads=args.threads, progress=not args.no_progress)
+        metrics = execute(recipe, seed, force=args.force, threads=args.threads, progress=not args.no_progress,
+                          record_divergence=args.record_divergence)
         print(f"{run_dir(recipe.name, seed)}: {metrics}")
     return 0
 
@@ -248,13 +256,96 @@ def cmd_pipeline(args) -> int:
         else:
             for path in write(name):
                 print(f"wrote {path}")
+    if args.baseline == "all":
+        from .pipeline import study_file, study_is_current, write_study
+        from .studies import list_studies
+
+        for name in list_studies():
+            if args.check:
+                if not study_is_current(name):
+                    stale.append(("study", name))
+            else:
+                for path in write_study(name):
+                    print(f"wrote {path}")
     for a in orphan_ablations():
         print(f"note: no pipeline trains the base recipe of ablation {a!r}; `reprozoo ablate {a}` runs it without DVC",
               file=sys.stderr)
     if stale:
-        print("out of date (run `reprozoo pipeline NAME`): " + ", ".join(str(pipeline_file(n)) for n in stale), file=sys.stderr)
+        print("out of date (run `reprozoo pipeline NAME`, or `all`): " + ", ".join(
+            str(study_file(n[1]) if isinstance(n, tuple) else pipeline_file(n)) for n in stale), file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_study(args) -> int:
+    from .studies import load_study, select
+
+    if args.select:  # the pipeline's select stage
+        result = select(load_study(args.spec))
+        print(f"best trials: {result['best']}")
+        for w in result["edge_warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+        return 0
+    if args.suggest:  # the pipeline's suggest stage (exploit: tpe)
+        from .studies import suggest
+
+        print(f"suggested {len(suggest(load_study(args.spec))['points'])} second-round trials")
+        return 0
+    if args.report:  # the pipeline's report stage
+        from .study_reports import relpath, report
+
+        from .site import build
+
+        for path in report(args.spec):
+            print(f"wrote {relpath(path)}")
+        build()  # the results site lists every study's conclusion
+        return 0
+    return run_study(args.spec, jobs=args.jobs, threads=args.threads)
+
+
+def run_study(spec: str, *, jobs: int, threads) -> int:
+    """Write the study's recipes and pipeline, train its trials side by side, then the rest of its pipeline."""
+    from . import paths
+    from .pipeline import study_file, write_study
+    from .repro import repro
+    from .studies import load_study
+
+    study = load_study(spec)
+    write_study(study.name)
+    dvcfile = os.path.relpath(study_file(study.name), paths.project_root())
+    if not study.versus:  # the confirmation stages depend on select, which needs every trial: trials first
+        for stage in [f"trials_{study.name}", *([f"exploit_{study.name}"] if study.config["exploit"] else [])]:
+            code = repro([f"{dvcfile}:{stage}"], jobs=jobs, threads=threads)
+            if code:
+                return code
+    code = repro([dvcfile], jobs=jobs, threads=threads)
+    if code == 0:
+        print(f"report: reports/studies/{study.name}.md")
+    return code
+
+
+def cmd_versus(args) -> int:
+    """`reprozoo versus BASE NEW ...`: a study spec whose scientific parameter is the recipe, then `reprozoo study`."""
+    from .io import atomic_write_text
+    from .pipeline import load_params, training_baseline
+    from .recipes import load_recipe
+    from .studies import specs_dir
+
+    for r in [args.base, *args.new]:
+        load_recipe(r)  # a bad name or recipe: one line, before anything is written
+    owner = training_baseline(args.base)
+    seeds = args.seeds or (load_params()[owner]["seeds"] if owner else [0, 1, 2, 3, 4])
+    name = args.name or "__vs__".join([*args.new, args.base])
+    path = specs_dir() / f"{name}.yaml"
+    text = (f"# Written by `reprozoo versus {args.base} {' '.join(args.new)}`: each recipe's runs with the base's seeds,\n"
+            f"# paired by seed against {args.base}. Edit freely; `reprozoo study {name}` re-runs what changed.\n"
+            f"question: \"Is {' or '.join(args.new)} better than {args.base}?\"\n"
+            f"base: {args.base}\nscientific:\n  recipe: [{', '.join([args.base, *args.new])}]\ntrials: 0\n"
+            f"seeds: [{', '.join(map(str, seeds))}]\n")
+    if not path.exists():
+        atomic_write_text(path, text)
+        print(f"wrote {os.path.relpath(path)}")
+    return run_study(name, jobs=args.jobs, threads=args.threads)
 
 
 def cmd_repro(args) -> int:
@@ -290,7 +381,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("list", help="show recipes, claims files, families or tricks")
-    s.add_argument("what", nargs="?", default="all", choices=["all", "recipes", "claims", "families", "tricks", "ablations"])
+    s.add_argument("what", nargs="?", default="all", choices=["all", "recipes", "claims", "families", "tricks", "ablations", "studies"])
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("prepare", help="prepare datasets into datasets/<name>/")
@@ -304,7 +395,27 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads (default: $REPROZOO_THREADS or 1; part of bitwise determinism)")
     s.add_argument("--force", action="store_true", help="re-run and replace a finished run")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--record-divergence", action="store_true",
+                   help="a run the NaN guard stops ends as {\"infeasible\": why} instead of failing (study trials)")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("study", help="a study (recipes/studies/SPEC.yaml): trials on val, best per value, confirmation on test, report")
+    s.add_argument("spec", help="study name under recipes/studies/ (see `reprozoo list studies`) or a path")
+    s.add_argument("--jobs", "-j", type=_int_at_least(1, "--jobs"), default=2, help="runs at a time (default 2)")
+    s.add_argument("--threads", type=THREADS, default=None, help="torch threads per run")
+    s.add_argument("--select", action="store_true", help="only pick the best trials (the pipeline's select stage)")
+    s.add_argument("--suggest", action="store_true", help="only the TPE round's trials (the pipeline's suggest stage)")
+    s.add_argument("--report", action="store_true", help="only the statistics and reports (the pipeline's report stage)")
+    s.set_defaults(func=cmd_study)
+
+    s = sub.add_parser("versus", help="is NEW better than BASE? each recipe with BASE's seeds, paired by seed, one report")
+    s.add_argument("base", help="the recipe to beat")
+    s.add_argument("new", nargs="+", help="one or more recipes to compare with it")
+    s.add_argument("--seeds", type=SEED, nargs="+", default=None, help="seeds (default: those params.yaml gives BASE's baseline, else 0-4)")
+    s.add_argument("--name", default=None, help="the spec's name under recipes/studies/ (default NEW__vs__BASE)")
+    s.add_argument("--jobs", "-j", type=_int_at_least(1, "--jobs"), default=2, help="runs at a time (default 2)")
+    s.add_argument("--threads", type=THREADS, default=None, help="torch threads per run")
+    s.set_defaults(func=cmd_versus)
 
     s = sub.add_parser("repro", help="run a DVC pipeline's pending runs side by side (local cores/GPUs, SLURM, Ray), then `dvc repro`")
     s.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="dvc.yaml (default), a baseline name, a dvc.yaml path, `all`, or a DVC stage target")

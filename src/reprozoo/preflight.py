@@ -132,7 +132,8 @@ def claimed(recipe: Recipe, seed: int):
         yield
 
 
-def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True) -> dict:
+def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True,
+            record_divergence: bool = False) -> dict:
     """`runs.execute` after the checks above, holding the run's lock."""
     from . import runs
 
@@ -142,7 +143,7 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     devices = recipe.config.get("devices", 1)
     rank, size = distributed.world()
     if devices > 1 and size == 1:  # this process becomes the launcher: torchrun starts the ranks
-        return _launch(recipe, seed, devices, force=force, threads=threads, progress=progress)
+        return _launch(recipe, seed, devices, force=force, threads=threads, progress=progress, record_divergence=record_divergence)
     if size != devices:
         raise RunError(f"{recipe.name} asks for devices: {devices}, this process group has {size} "
                        f"(`reprozoo run {recipe.name}` starts the right number)")
@@ -150,20 +151,21 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
         distributed.init()
         if rank > 0:
             distributed.barrier()  # rank 0 has checked and claimed the run, and removed what --force starts over
-            return runs.execute(recipe, seed, force=False, threads=threads, progress=False)
+            return runs.execute(recipe, seed, force=False, threads=threads, progress=False, record_divergence=record_divergence)
     with claimed(recipe, seed):
         check(recipe, seed, force=force)
         if size > 1:
             distributed.barrier()
-        return runs.execute(recipe, seed, force=force, threads=threads, progress=progress)
+        return runs.execute(recipe, seed, force=force, threads=threads, progress=progress, record_divergence=record_divergence)
 
 
-def _launch(recipe: Recipe, seed: int, devices: int, *, force: bool, threads, progress: bool) -> dict:
+def _launch(recipe: Recipe, seed: int, devices: int, *, force: bool, threads, progress: bool, record_divergence: bool) -> dict:
     """Train a `devices: N` recipe as N torchrun processes; its metrics."""
     from .io import read_json
     from .runs import run_dir
 
-    argv = ["run", str(recipe.path), "--seed", str(seed)] + ["--force"] * force + ["--no-progress"] * (not progress)
+    argv = ["run", str(recipe.path), "--seed", str(seed)] + ["--force"] * force + ["--no-progress"] * (not progress) \
+        + ["--record-divergence"] * record_divergence
     if threads is not None:
         argv += ["--threads", str(threads)]
     code = distributed.launch(devices, argv)

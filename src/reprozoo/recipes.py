@@ -61,7 +61,7 @@ def all_recipe_files(root: Path | None = None) -> dict[str, Path]:
     root = root or paths.recipes_dir()
     found: dict[str, Path] = {}
     for p in sorted(root.rglob("*.yaml")):
-        if "ablations" in p.relative_to(root).parts:
+        if {"ablations", "studies"} & set(p.relative_to(root).parts):  # specs, not recipes
             continue
         if p.stem in found:
             raise ConfigError(p, None, f"recipe name {p.stem!r} is also used by {found[p.stem]}; names must be unique")

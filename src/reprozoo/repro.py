@@ -44,7 +44,8 @@ def pipeline_files(names: list[str]) -> list[str]:
     out = []
     for n in names:
         if n == "all":
-            out += ["dvc.yaml"] + sorted(str(p.relative_to(root)) for p in (root / "pipelines").glob("*/dvc.yaml"))
+            out += ["dvc.yaml"] + sorted(str(p.relative_to(root)) for p in [*(root / "pipelines").glob("*/dvc.yaml"),
+                                                                             *(root / "pipelines").glob("studies/*/dvc.yaml")])
             continue
         for cand in (root / n, root / n / "dvc.yaml", root / "pipelines" / n / "dvc.yaml"):
             if cand.is_file():
@@ -129,6 +130,8 @@ class Plan:
     restored: list[str] = field(default_factory=list)  # from DVC's run-cache
     hashes: dict[str, dict] = field(default_factory=dict)  # stage -> dep hashes when launched
     recipes: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # stage -> (recipe ref, name if it loaded)
+    blocks: dict[str, tuple] = field(default_factory=dict)  # stage -> its seed block (recipe, first seed), if batched
+    followers: set = field(default_factory=set)  # stages whose block an earlier stage of the plan trains
 
 
 def _stages(repo, targets) -> dict:
@@ -176,6 +179,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 if key in blocks:
                     followers.add(s.addressing)
                 blocks.add(key)
+                p.blocks[s.addressing] = key
             devices = recipe.config.get("devices", 1) if recipe else 1
             p.recipes[s.addressing] = (ref, recipe.name if recipe else None)
             p.hashes[s.addressing] = _dep_hashes(s)
@@ -184,6 +188,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
             # a `devices: N` run is N processes: N GPUs from the pool, or N of the slots on CPUs
             p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=max(gpus, devices) if gpus else 0,
                               estimate=est, env=env, width=devices))
+    p.followers = followers
     # seed blocks' trainers first, longest first; ties (and unknown times) in the order dvc.yaml defines them
     p.jobs.sort(key=lambda j: (j.stage in followers, -j.estimate, defined.get(j.stage, 0)))
     return p
@@ -280,11 +285,15 @@ class Progress:
         self.total, self.slots, self.stream = total, slots, stream
         self.done = self.failed = 0
         self.started: dict[str, float] = {}
+        self.ends: dict[str, float] = {}
         self.logs: dict[str, Path] = {}
         self.t0 = time.monotonic()
         self.durations: list[float] = []
         self.tty = stream.isatty()
         self.drawn = 0
+        # seconds of estimated work left (set by run_jobs): a block's other seeds take seconds, so the mean
+        # duration of finished runs would overestimate the rest many times
+        self.remaining = lambda: 0.0
 
     def start(self, job: Job) -> None:
         self.started[job.stage] = time.monotonic()
@@ -292,8 +301,12 @@ class Progress:
         if not self.tty:
             self._line(f"start {job.stage}" + (f" (attempt {job.attempt + 1})" if job.attempt else ""))
 
+    def ended(self, stage: str) -> None:
+        """The run's process ended (it is recorded later, in a batch): its duration stops here."""
+        self.ends[stage] = time.monotonic()
+
     def finish(self, stage: str, ok: bool, note: str = "") -> None:
-        dt = time.monotonic() - self.started.pop(stage, time.monotonic())
+        dt = self.ends.pop(stage, time.monotonic()) - self.started.pop(stage, time.monotonic())
         self.durations.append(dt)
         self.done += ok
         self.failed += not ok
@@ -349,7 +362,7 @@ class Progress:
 
     def _line(self, text: str) -> None:
         self._clear()
-        print(text + ("" if self.tty else f"   {self.bar()}"), file=self.stream, flush=True)
+        print(text + ("" if self.tty else f"   {self.bar(self.remaining())}"), file=self.stream, flush=True)
 
 
 def _gpu_pool(gpus: str | None) -> list[str] | None:
@@ -396,9 +409,12 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
     def launch():
         while queue and len(running) < slots:
             busy = sum(j.width for j in running.values()) if free_gpus is None else 0
-            # on CPUs a multi-process run waits for its slots (alone it may take more than there are)
+            training = {p.blocks[s] for s in running if s in p.blocks and s not in p.followers}
+            # on CPUs a multi-process run waits for its slots (alone it may take more than there are); a seed
+            # whose block another running stage is training would only wait for it: others go first
             job = next((j for j in queue if (j.gpus <= len(free_gpus) if free_gpus is not None
-                                             else not running or busy + j.width <= slots)), None)
+                                             else not running or busy + j.width <= slots)
+                        and p.blocks.get(j.stage) not in training - {None}), None)
             if job is None:
                 return
             queue.remove(job)
@@ -416,6 +432,7 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
         return sum(j.estimate for j in queue) + sum(
             max(j.estimate - (time.monotonic() - progress.started.get(j.stage, time.monotonic())), 0) for j in running.values())
 
+    progress.remaining = remaining
     try:
         launch()
         while running:
@@ -429,6 +446,7 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
                 continue
             for stage, rc in done.items():
                 job = running.pop(stage)
+                progress.ended(stage)
                 if free_gpus is not None:
                     free_gpus.extend(held.pop(stage, []))
                 if rc != 0 and was_killed(rc) and job.attempt < retries:

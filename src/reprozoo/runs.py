@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import distributed, paths
-from .errors import RunError
+from .errors import NonFiniteStep, RunError
 from .io import read_json, write_json, atomic_write_text
 from .recipes import Recipe
 
@@ -54,11 +54,6 @@ def run_dir(recipe_name: str, seed: int) -> Path:
     return paths.runs_dir() / recipe_name / f"seed{seed}"
 
 
-def read_metrics(recipe_name: str, seed: int) -> dict | None:
-    p = run_dir(recipe_name, seed) / "metrics.json"
-    return read_json(p) if p.exists() else None
-
-
 def existing_seeds(recipe_name: str) -> list[int]:
     d = paths.runs_dir() / recipe_name
     if not d.is_dir():
@@ -82,8 +77,10 @@ def _exclusive(lock_path: Path, wait_for: str | None = None):
         yield
 
 
-def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True) -> dict:
-    """Train `recipe` with `seed` unless an identical run is already complete; return its metrics."""
+def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True,
+            record_divergence: bool = False) -> dict:
+    """Train `recipe` with `seed` unless an identical run is already complete; return its metrics.
+    `record_divergence` (study trials): a run the NaN guard stops is finished as `{"infeasible": why}`."""
     from .families import get_family
 
     final = run_dir(recipe.name, seed)
@@ -100,7 +97,11 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     rank = distributed.world()[0]
     if rank > 0:  # a DDP follower: trains in step with rank 0, resumes from its checkpoints, writes no run
         scratch = work.with_name(f"{work.name}.rank{rank}")
-        get_family(recipe.family).train(recipe, seed, RunContext(recipe, seed, work, scratch / "dvclive", threads, False))
+        try:
+            get_family(recipe.family).train(recipe, seed, RunContext(recipe, seed, work, scratch / "dvclive", threads, False))
+        except NonFiniteStep:
+            if not record_divergence:
+                raise
         shutil.rmtree(scratch, ignore_errors=True)
         return {}
     with _exclusive(work.with_suffix(".lock")):
@@ -111,7 +112,12 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
         ctx = RunContext(recipe, seed, work, work / "dvclive", threads, progress)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        metrics = get_family(recipe.family).train(recipe, seed, ctx)
+        try:
+            metrics = get_family(recipe.family).train(recipe, seed, ctx)
+        except NonFiniteStep as e:
+            if not record_divergence:
+                raise
+            metrics = {"infeasible": str(e)}
         wall = time.perf_counter() - t0
         env = capture_env(recipe, seed, ctx, started, wall)
         _assemble(final, metrics, env, recipe, ctx.curves_dir)

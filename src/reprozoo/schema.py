@@ -44,6 +44,7 @@ class Field:
     doc: str = ""
     nullable: bool = False
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
+    omit_default: bool = False  # not written into the config when absent: adding the key leaves hashes alone
 
     def validate(self, value, file, key):
         if value is None and (self.nullable or self.default is None):
@@ -89,6 +90,8 @@ class Section:
                 out[name] = spec.validate(value[name], file, sub)
             elif isinstance(spec, Section):
                 out[name] = spec.validate({}, file, sub)
+            elif getattr(spec, "omit_default", False):
+                continue
             elif getattr(spec, "default", REQUIRED) is REQUIRED:
                 raise ConfigError(file, sub, "missing required key")
             else:

@@ -27,15 +27,6 @@ def seed_everything(seed: int, deterministic: bool = True, threads: int | None =
         torch.backends.cudnn.benchmark = False
 
 
-def seed_worker(worker_id: int) -> None:
-    """`worker_init_fn` for plain DataLoaders: derive NumPy/Python seeds from torch's per-worker seed."""
-    import torch
-
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-
-
 def determinism_flags() -> dict:
     import torch
 

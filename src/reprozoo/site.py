@@ -229,10 +229,12 @@ def gather() -> dict:
         baselines.append({"name": name, "title": b.title, "description": b.description, "result": result,
                           "claims": rows, "run_cmd": run_cmd})
     ablations = [read_json(p) for p in sorted((rep / "ablations").glob("*.json"))]
+    studies = [read_json(p) for p in sorted((rep / "studies").glob("*.json")) if not p.stem.endswith(("_trials", "_exploit"))]
     checks = [read_json(p) | {"_file": p.stem} for p in sorted((rep / "checks").glob("*.json"))]
     settles = [read_json(p) | {"_file": p.stem} for p in sorted((rep / "settle").glob("*.json"))]
     sanity = sorted(p.stem for p in (rep / "checks").glob("*.md") if not p.stem.endswith("-curve") and "--" not in p.stem)
-    return {"baselines": baselines, "ablations": ablations, "checks": checks, "settles": settles, "sanity": sanity}
+    return {"baselines": baselines, "ablations": ablations, "checks": checks, "settles": settles, "sanity": sanity,
+            "studies": studies}
 
 
 # --- pages -------------------------------------------------------------------------------------------------
@@ -350,7 +352,12 @@ def ablations_index(data: dict) -> str:
         adopted = sorted({r["trick"] for rs in a["modes"].values() for r in rs if r["adopt"] == "yes"})
         rows.append(f"<tr><td><a href='ablations/{e(a['ablation'])}.html'>{e(a['ablation'])}</a></td><td>{e(a['description'])}</td>"
                     f"<td>{e(', '.join(a['modes']))}</td><td>{e(', '.join(adopted) or 'none')}</td></tr>")
-    return _page("Ablations", "<table><tr><th>ablation</th><th>question</th><th>modes</th><th>adopt</th></tr>" + "".join(rows) + "</table>", 0)
+    body = "<table><tr><th>ablation</th><th>question</th><th>modes</th><th>adopt</th></tr>" + "".join(rows) + "</table>"
+    if data.get("studies"):  # tuned comparisons (`reprozoo study`, `reprozoo versus`): the conclusion and the report
+        body += ("<h2>Studies</h2><table><tr><th>study</th><th>question</th><th>conclusion</th></tr>" + "".join(
+            f"<tr><td><a href='../studies/{e(st['study'])}.md'>{e(st['study'])}</a></td><td>{e(st['question'])}</td>"
+            f"<td>{e(st['conclusion'])}</td></tr>" for st in data["studies"]) + "</table>")
+    return _page("Ablations", body, 0)
 
 
 def checks_page(data: dict) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ...schema import Component, Field, ListOf, Section, between, non_negative, positive
 from . import zoo
-from .datasets import DATASETS
+from .datasets import DATASETS, VAL_FRACTION, VAL_SEED
 from .models import MODELS
 
 zoo.load_all()
@@ -35,7 +35,12 @@ SCHEMA = {
         "warmup_factor": Field(float, default=0.1, check=positive, doc="lr multiplier at the first warmup step"),
     }),
     "eval": Section({
-        "split": Field(str, default="test", choices=["test"]),
+        "split": Field(str, default="test", choices=["test", "val"],
+                       doc="val: a stratified hold-out of the training set (the rest trains); studies decide on it"),
+        "val_fraction": Field(float, default=VAL_FRACTION, check=between(0, 1, lo_open=True, hi_open=True), omit_default=True,
+                              doc="split val: the share of the training set held out"),
+        "val_seed": Field(int, default=VAL_SEED, check=non_negative, omit_default=True,
+                          doc="split val: the hold-out's seed (not the run's: every seed and trial sees the same split)"),
         "interval": Field(int, default=250, check=positive, doc="evaluate every N iterations for the curves"),
         "batch_size": Field(int, default=1000, check=positive),
     }),
@@ -104,6 +109,9 @@ class ClassificationFamily:
             except ValueError as e:
                 raise ConfigError(file, key, str(e)) from None
         _check_schedule(config["schedule"], file)
+        extra = [k for k in ("val_fraction", "val_seed") if k in config["eval"]]
+        if extra and config["eval"]["split"] != "val":
+            raise ConfigError(file, f"eval.{extra[0]}", "only eval.split: val holds data out", ["split: val"])
         check(config, file)
         from .batched import check as check_batched
 

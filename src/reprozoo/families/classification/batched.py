@@ -30,7 +30,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ...errors import ConfigError, NonFiniteStep
 from ...seeding import seed_everything
 from . import OPTIMIZERS, tricks
-from .datasets import DATASETS
+from .datasets import DATASETS, load_splits
 from .models import MODELS
 from .stacked_ops import Conv1dIm2col, GRURecurrence
 
@@ -239,7 +239,10 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
     from ...datasets_store import ensure_prepared
 
     data_dir = ensure_prepared(recipe.family, cfg["dataset"]["name"])
-    train_set, eval_set = dataset.load(data_dir, "train"), dataset.load(data_dir, e["split"])
+    train_set, eval_set, held_out = load_splits(dataset, data_dir, e)
+    for c in ctxs:
+        if held_out:
+            c.record["val_split"] = held_out
     x_train, y_train = _inputs(dataset, train_set.x), train_set.y
     x_eval = _inputs(dataset, eval_set.x)
     n, k = len(y_train), len(seeds)

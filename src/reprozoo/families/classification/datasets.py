@@ -2,6 +2,9 @@
 how each is prepared into `datasets/<name>/` and loaded from there."""
 from __future__ import annotations
 
+import copy
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,13 @@ class ArrayDataset(torch.utils.data.Dataset):
         if isinstance(i, list):
             i = torch.as_tensor(i)
         return {"inputs": self.x[i], "labels": self.y[i]}
+
+    def subset(self, indices) -> "ArrayDataset":
+        """The samples at `indices` (in that order), with this set's other settings (augmentation)."""
+        out = copy.copy(self)
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        out.x, out.y = self.x[idx], self.y[idx]
+        return out
 
 
 class ImageArrayDataset(ArrayDataset):
@@ -66,3 +76,32 @@ def crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
     rows, cols, idx_n = rows.to(x.device), cols.to(x.device), idx_n.to(x.device)
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+VAL_FRACTION, VAL_SEED = 0.2, 0  # `eval.split: val` unless the recipe says otherwise
+
+
+def holdout(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified hold-out: (training indices, validation indices), each in the set's own order. Per
+    class, the first round(fraction x count) of a seeded permutation of that class's samples."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        val.append(rng.permutation(members)[:int(round(fraction * len(members)))])
+    val = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def load_splits(dataset, data_dir, eval_cfg: dict):
+    """(training set, evaluation set, what env.json records of a validation split or None). With
+    `eval.split: val` the evaluation set is held out of the training set, which trains on the rest."""
+    train = dataset.load(data_dir, "train")
+    if eval_cfg["split"] != "val":
+        return train, dataset.load(data_dir, eval_cfg["split"]), None
+    fraction, seed = eval_cfg.get("val_fraction", VAL_FRACTION), eval_cfg.get("val_seed", VAL_SEED)
+    tr, va = holdout(train.y.cpu().numpy(), fraction, seed)
+    record = {"size": int(len(va)), "train_size": int(len(tr)), "fraction": fraction, "seed": seed,
+              "indices_sha256": hashlib.sha256(va.astype(np.int64).tobytes()).hexdigest()}
+    return train.subset(tr), train.subset(va), record

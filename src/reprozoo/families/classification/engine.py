@@ -20,7 +20,7 @@ from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_we
 from ...seeding import seed_everything
 from .. import openmmlab  # also registers GuardedOptimWrapper and GradientHealthHook with MMEngine
 from . import OPTIMIZERS, tricks
-from .datasets import DATASETS
+from .datasets import DATASETS, load_splits
 from .models import MODELS
 
 
@@ -152,7 +152,9 @@ def runner_config(recipe, seed, ctx) -> dict:
     use_weights_only_loading()
     dataset = DATASETS.build(cfg["dataset"])
     data_dir = ensure_prepared(recipe.family, cfg["dataset"]["name"])
-    train_set, eval_set = dataset.load(data_dir, "train"), dataset.load(data_dir, cfg["eval"]["split"])
+    train_set, eval_set, held_out = load_splits(dataset, data_dir, cfg["eval"])
+    if held_out:
+        ctx.record["val_split"] = held_out
     net = MODELS.build(cfg["model"])  # built right after seeding: the init depends only on the seed
     speed = speed_settings(cfg["speed"], torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     ctx.speed = speed
@@ -253,7 +255,7 @@ def evaluate(recipe, checkpoint) -> dict:
     """Top-1 of a checkpoint on the recipe's eval split, through the recipe's own test pipeline."""
     cfg = recipe.config
     dataset = DATASETS.build(cfg["dataset"])
-    eval_set = dataset.load(ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"]["split"])
+    eval_set = load_splits(dataset, ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"])[1]
     net = MODELS.build(cfg["model"])
     load_checkpoint(net, checkpoint)
     model = Classifier(net, dataset.num_classes, normalize=getattr(dataset, "normalize", None)).eval()
