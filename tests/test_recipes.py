@@ -56,7 +56,7 @@ def test_changing_component_name_replaces_the_mapping(project):
     ("extends: no_such_recipe\n", "extends", ["unknown recipe 'no_such_recipe'", "mnist1d_cnn"]),
     ("family: classification\nmodel: {name: mnist1d_mlp}\n", "dataset", ["missing required key"]),
     ("description: no family\n", "family", ["missing required key", "classification"]),
-    ("extends: mnist1d_mlp\neval: {split: val}\n", "eval.split", ["unknown value 'val'", "test"]),
+    ("extends: mnist1d_mlp\neval: {split: dev}\n", "eval.split", ["unknown value 'dev'", "test", "val"]),
 ])
 def test_validation_errors_name_file_key_and_allowed(project, text, key, words):
     msg = error(project, text)

@@ -183,6 +183,8 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
             devices = recipe.config.get("devices", 1) if recipe else 1
             p.recipes[s.addressing] = (ref, recipe.name if recipe else None)
             p.hashes[s.addressing] = _dep_hashes(s)
+            if not dry:
+                _remove_recorded_outs(s)
             log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
             env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
             # a `devices: N` run is N processes: N GPUs from the pool, or N of the slots on CPUs
@@ -192,6 +194,20 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
     # seed blocks' trainers first, longest first; ties (and unknown times) in the order dvc.yaml defines them
     p.jobs.sort(key=lambda j: (j.stage in followers, -j.estimate, defined.get(j.stage, 0)))
     return p
+
+
+def _remove_recorded_outs(stage) -> None:
+    """What `dvc repro` does before it runs a changed stage: remove its outputs, here only those that dvc.lock
+    records as they are (so DVC's cache holds them and `dvc checkout` brings them back). A recipe edited since
+    its run otherwise finds the old run in place and is refused as another version of the recipe."""
+    import shutil
+
+    for out in stage.outs:
+        try:
+            if out.exists and out.hash_info and out.hash_info.value and out.use_cache and not out.changed():
+                shutil.rmtree(out.fs_path) if os.path.isdir(out.fs_path) else os.unlink(out.fs_path)
+        except Exception:  # noqa: BLE001  a status DVC cannot tell: leave the output; the run says what is wrong
+            continue
 
 
 class _quiet_dvc:

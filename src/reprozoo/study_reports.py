@@ -114,8 +114,23 @@ def analyze(study: Study) -> dict:
         result["comparisons"].append({"value": lab, "reference": ref, **{k: v for k, v in asdict(r).items()
                                                                         if k not in ("arm", "reference", "seeds")}})
     result["published"] = _published(study)
+    result = _finite(result)  # a bootstrap over 2 seeds, say, is undefined: null in the JSON, n/a in the text
     result["conclusion"] = conclusion(result)
     return result
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _s(x, fmt: str = "+.2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
 
 
 def _published(study: Study) -> dict | None:
@@ -135,7 +150,7 @@ def conclusion(result: dict) -> str:
     n = len(result["seeds"])
     parts = []
     for c in result["comparisons"]:
-        parts.append(f"{c['value']} vs {c['reference']}: {c['difference']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] "
+        parts.append(f"{c['value']} vs {c['reference']}: {_s(c['difference'])} [{_s(c['ci_low'])}, {_s(c['ci_high'])}] "
                      f"{result['metric']} points over {n} seeds, adopt? {c['adopt']}")
     extra = f" + {result['exploit']['trials']} TPE" if result.get("exploit") else ""
     tuned = (f"each value's {' and '.join(result['nuisance'])} tuned over {result['trials_per_value']} {result['sampler']}{extra} "
@@ -217,7 +232,9 @@ def isolation_plot(result: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(labs), 3.8))
     x = np.arange(len(labs))
     means = [data[lab]["confirm_mean"] for lab in labs]
-    err = np.array([[m - data[lab]["confirm_ci"][0], data[lab]["confirm_ci"][1] - m] for lab, m in zip(labs, means)]).T
+    err = np.array([[m - (data[lab]["confirm_ci"][0] if data[lab]["confirm_ci"][0] is not None else m),
+                     (data[lab]["confirm_ci"][1] if data[lab]["confirm_ci"][1] is not None else m) - m]
+                    for lab, m in zip(labs, means)]).T
     ax.errorbar(x, means, yerr=err, fmt="o", color="C0", capsize=4, label=f"confirmation, test ({len(result['seeds'])} seeds, 95% CI)")
     if any(data[lab]["best_val"] is not None for lab in labs):
         ax.scatter(x + 0.1, [data[lab]["best_val"] for lab in labs], marker="s", color="C1", label=f"best trial, {result['decides_on']}")
@@ -269,11 +286,11 @@ def markdown(result: dict) -> str:
               "|---|---|---:|---:|---|---:|---|---:|---:|---|"]
     comp = {c["value"]: c for c in result["comparisons"]}
     for lab, c in result["confirmation"].items():
-        row = f"| {lab} | {c['run']} | {c['mean']:.2f} | {c['std']:.2f} | [{c['ci_low']:.2f}, {c['ci_high']:.2f}] |"
+        row = f"| {lab} | {c['run']} | {_s(c['mean'], '.2f')} | {_s(c['std'], '.2f')} | [{_s(c['ci_low'], '.2f')}, {_s(c['ci_high'], '.2f')}] |"
         if lab in comp:
             d = comp[lab]
-            row += (f" {d['difference']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | [{d['boot_low']:+.2f}, {d['boot_high']:+.2f}] |"
-                    f" {d['p_holm']:.3f} | {d['prob_improvement']:.2f} | {d['adopt']} |")
+            row += (f" {_s(d['difference'])} [{_s(d['ci_low'])}, {_s(d['ci_high'])}] | [{_s(d['boot_low'])}, {_s(d['boot_high'])}] |"
+                    f" {_s(d['p_holm'], '.3f')} | {_s(d['prob_improvement'], '.2f')} | {d['adopt']} |")
         else:
             row += " reference | | | | |"
         lines.append(row)
