@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -120,13 +121,10 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
 
     import torch
 
-    from .families import family_names, get_family, require
+    from .families import get_family, require
 
     require(recipe.family)
     family = get_family(recipe.family)
-    if not hasattr(family, "evaluate"):
-        able = [f for f in family_names() if hasattr(get_family(f), "evaluate")]
-        raise ConfigError(recipe.path, "family", f"`reprozoo eval` cannot evaluate {recipe.family} checkpoints yet", able)
     token = _TRUSTED.set(_TRUSTED.get() | {str(Path(checkpoint).resolve())} if trust else _TRUSTED.get())
     try:
         obj = load_weights(checkpoint)  # refuse code, garbage, NaN and non-state-dicts here, whatever the family does next
@@ -135,7 +133,12 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
             raise ConfigError(checkpoint, None, f"holds a {type(sd).__name__}, not a state dict of tensors "
                                                 "(nor {'state_dict': ...} or an MMEngine checkpoint)")
         _finite_weights(obj, checkpoint)
-        counts = family.evaluate(recipe, checkpoint)
+        name = name or f"{recipe.name}--{Path(checkpoint).stem}"
+        out = paths.reports_dir() / "checks"
+        with tempfile.TemporaryDirectory() as tmp:  # the predictions file, renamed after this check
+            ev = family.evaluate(recipe, checkpoint, Path(tmp))
+            if ev.predictions is not None:
+                ev.predictions = _move(ev.predictions, out / f"{name}.{ev.predictions.name}")
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
@@ -149,21 +152,29 @@ def check_checkpoint(recipe, checkpoint: Path, *, published: float, source: str,
               "evaluated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoint_md5": hashlib.md5(Path(checkpoint).read_bytes()).hexdigest(), "source": source,
               "command": shlex.join(["reprozoo", *sys.argv[1:]]) if sys.argv[0].endswith("reprozoo") else None,
-              **counts}
-    if "correct" in counts:
-        result.update(binomial_verdict(counts["correct"], counts["total"], published, tolerance=tolerance, margin=margin))
+              **ev.to_dict()}
+    if ev.predictions is not None:
+        result["predictions"] = ev.predictions.name
+    if ev.correct is not None:  # a proportion: the exact binomial interval
+        result.update(binomial_verdict(ev.correct, ev.total, published, tolerance=tolerance, margin=margin))
     else:
-        boot = counts.get("bootstrap")
-        result.update(metric_verdict(counts["value"], published, ci=(boot["ci_low"], boot["ci_high"]) if boot else None,
+        boot = ev.bootstrap
+        result.update(metric_verdict(ev.value, published, ci=(boot["ci_low"], boot["ci_high"]) if boot else None,
                                      tolerance=tolerance, margin=margin))
-    name = name or f"{recipe.name}--{Path(checkpoint).stem}"
-    out = paths.reports_dir() / "checks"
     write_json(out / f"{name}.json", result)
-    atomic_write_text(out / f"{name}.md", markdown(result) if "correct" in result else metric_markdown(result))
+    atomic_write_text(out / f"{name}.md", markdown(result) if ev.correct is not None else metric_markdown(result))
     from .reports import write_index
 
     write_index()
     return result
+
+
+def _move(src: Path, dst: Path) -> Path:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(src, dst)
+    return dst
 
 
 def markdown(r: dict) -> str:

@@ -1,6 +1,6 @@
 """`reprozoo check RECIPE`: the sanity checks practitioners run before touching hyperparameters.
 
-Each family implements them on the recipe's real data pipeline and model (`run_checks`); this module
+Each family implements them on the recipe's real data pipeline and model (`Family.run_checks`); this module
 writes `reports/checks/<recipe>.md` (and its pictures) and turns failures into an exit status.
 """
 from __future__ import annotations
@@ -83,19 +83,12 @@ def run_in_scratch(checks, look_at_data, recipe, seed: int, out_png) -> list[Che
 
 
 def check(recipe, seed: int = 0) -> tuple[list[Check], list]:
-    import importlib
-
-    from .errors import ConfigError
-    from .families import FAMILY_MODULES, require
+    from .families import get_family, require
 
     require(recipe.family)
-    try:  # a family's checks live in its `checks` module, next to its engine
-        module = importlib.import_module(f"{FAMILY_MODULES[recipe.family]}.checks")
-    except ModuleNotFoundError:
-        raise ConfigError(recipe.path, "family", f"family {recipe.family!r} has no sanity checks yet") from None
     out = paths.reports_dir() / "checks"
     t0 = time.perf_counter()
-    results = module.run_checks(recipe, seed, out / f"{recipe.name}-samples.png")
+    results = get_family(recipe.family).run_checks(recipe, seed, out / f"{recipe.name}-samples.png")
     wall = time.perf_counter() - t0
     lines = [f"# Sanity checks: `{recipe.name}`", "",
              f"`reprozoo check {recipe.name} --seed {seed}`: {sum(c.ok for c in results)}/{len(results)} passed in {wall:.1f} s.", "",

@@ -87,7 +87,10 @@ def cmd_list(args) -> int:
     if what in ("all", "tricks"):
         from .tricks import TRICKS
 
+        from .families import family_names, get_family
+
         print("tricks:" + ("" if TRICKS.names() else " none registered yet"))
+        by = {f: get_family(f).tricks for f in family_names()}
         for t in TRICKS.names():
             import inspect
 
@@ -95,7 +98,7 @@ def cmd_list(args) -> int:
             ranges = {k: f" in {c.range}" for k, c in info.get("checks", {}).items()}
             params = ", ".join(f"{k}={p.default}{ranges.get(k, '')}" for k, p in inspect.signature(TRICKS.get(t)).parameters.items())
             print(f"  {t:<20} {info['doc']}\n  {'':<20} params: {params or 'none'}; families: "
-                  f"{', '.join(info.get('families', ()))}\n  {'':<20} source: {info.get('source', '')}")
+                  f"{', '.join(f for f in by if t in by[f])}\n  {'':<20} source: {info.get('source', '')}")
     if what in ("all", "ablations"):
         from .ablations import list_ablations, load_ablation
 

@@ -160,8 +160,8 @@ def validate_recipe(raw: dict, file: Path) -> dict:
         raise ConfigError(file, "family", "missing required key", family_names())
     Section(CORE_FIELDS).fields["family"].validate(raw["family"], file, "family")
     config = recipe_schema(raw["family"]).validate(raw, file, "")
-    check_family(config["tricks"], config["family"], file)
     family = get_family(config["family"])
+    check_family(config["tricks"], family, file)
     if config["devices"] == 1:
         del config["devices"]  # the default leaves the recipe's hash (and every committed run) as it was
     elif not getattr(family, "distributed", False):

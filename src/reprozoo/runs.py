@@ -4,6 +4,7 @@
     runs/<recipe>/seed<N>/env.json       versions, device, determinism flags, git, recipe hash, command, timing
     runs/<recipe>/seed<N>/recipe.yaml    the resolved recipe with its hash
     runs/<recipe>/seed<N>/dvclive/       training curves
+    runs/<recipe>/seed<N>/predictions.*  the final evaluation's per-sample predictions (`reprozoo.predictions`)
 
 Training writes checkpoints to `.reprozoo/work/<recipe>/seed<N>-<hash>/` (never a DVC output, so a
 killed run resumes from there). The run directory is built under a hidden name and renamed into
@@ -48,10 +49,28 @@ class RunContext:
     progress: bool = True
     resumed_from: int = 0  # set by the family when it resumes from a checkpoint
     record: dict = field(default_factory=dict)  # what the family adds to env.json (e.g. `distributed`)
+    outputs: Path | None = None  # files the family writes here (predictions) go into the run directory
+
+    def __post_init__(self):
+        if self.outputs is None:
+            self.outputs = self.curves_dir.parent / "outputs"
 
 
 def run_dir(recipe_name: str, seed: int) -> Path:
     return paths.runs_dir() / recipe_name / f"seed{seed}"
+
+
+def metric_value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None = None) -> float:
+    """One metric of one run; `metrics` is its metrics.json when the caller has read it already."""
+    from .errors import ConfigError
+
+    path = run_dir(recipe, seed) / "metrics.json"
+    metrics = read_json(path) if metrics is None else metrics
+    if split not in metrics:
+        raise ConfigError(path, split, "split not in this run's metrics", metrics)
+    if metric not in metrics[split]:
+        raise ConfigError(path, f"{split}.{metric}", "metric not in this run's metrics", metrics[split])
+    return float(metrics[split][metric])
 
 
 def existing_seeds(recipe_name: str) -> list[int]:
@@ -107,7 +126,7 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
     with _exclusive(work.with_suffix(".lock")):
         if seed_block(recipe, seed) != [seed]:
             metrics, env, curves = _from_block(recipe, seed, threads, progress, force)
-            _assemble(final, metrics, env, recipe, curves)
+            _assemble(final, metrics, env, recipe, curves, curves.parent / "outputs")
             return metrics
         ctx = RunContext(recipe, seed, work, work / "dvclive", threads, progress)
         started = datetime.now(timezone.utc)
@@ -120,7 +139,7 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
             metrics = {"infeasible": str(e)}
         wall = time.perf_counter() - t0
         env = capture_env(recipe, seed, ctx, started, wall)
-        _assemble(final, metrics, env, recipe, ctx.curves_dir)
+        _assemble(final, metrics, env, recipe, ctx.curves_dir, ctx.outputs)
         shutil.rmtree(work, ignore_errors=True)
     return metrics
 
@@ -140,8 +159,9 @@ def train_code(recipe: Recipe, tricks: bool | None = None) -> list[Path]:
 
     package = Path(__file__).resolve().parent
     family = get_family(recipe.family)
-    own = family.train_code(recipe.config) if hasattr(family, "train_code") else [package / "families" / recipe.family]
-    core = [package / "frameworks", package / "runs.py", package / "seeding.py", package / "distributed.py"]
+    own = family.train_code(recipe.config)
+    core = [package / "frameworks", package / "runs.py", package / "seeding.py", package / "distributed.py",
+            package / "predictions.py"]
     tricks = bool(recipe.config.get("tricks")) if tricks is None else tricks
     return [Path(p) for p in own] + core + ([package / "tricks.py"] if tricks else [])
 
@@ -187,7 +207,7 @@ def _from_block(recipe: Recipe, seed: int, threads: int, progress: bool, force: 
     return result["metrics"], env, work / f"seed{seed}" / "dvclive"
 
 
-def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Path) -> None:
+def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Path, outputs: Path | None = None) -> None:
     staging = final.parent / f".{final.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -198,6 +218,9 @@ def _assemble(final: Path, metrics: dict, env: dict, recipe: Recipe, curves: Pat
         atomic_write_text(staging / "git.patch", _git("diff", "HEAD", "--binary") or "")
     if curves.exists():
         shutil.copytree(curves, staging / "dvclive")
+    if outputs is not None and outputs.is_dir():
+        for f in sorted(outputs.iterdir()):
+            shutil.copy2(f, staging / f.name)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

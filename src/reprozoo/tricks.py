@@ -1,11 +1,12 @@
 """The trick library: named, documented changes to a recipe (cosine schedule, EMA, mixup...).
 
 Each trick is declared here once: its parameters with defaults (the signature) and the range each
-may take (`checks`, applied to every family when a recipe is loaded), the families that implement
-it and the paper it comes from. How a trick changes a run is the family's business
-(`families/<family>/tricks.py`). Recipes list tricks by name (`tricks: [cosine]`) or with
-parameters (`tricks: [{name: ema, momentum: 0.001}]`); an unknown trick, one its family does not
-implement, or one that would change nothing in the recipe is an error.
+may take (`checks`, applied to every family when a recipe is loaded) and the paper it comes from.
+Which tricks a family implements, and how each changes a run, is the family's business: its
+`tricks` attribute and `families/<family>/tricks.py`; the core names no family. Recipes list
+tricks by name (`tricks: [cosine]`) or with parameters (`tricks: [{name: ema, momentum: 0.001}]`);
+an unknown trick, one its family does not implement, or one that would change nothing in the
+recipe is an error.
 """
 from __future__ import annotations
 
@@ -16,15 +17,11 @@ from .registry import Registry
 from .schema import between, one_of
 
 TRICKS = Registry("trick")
-VISION = ("classification",)
-BOTH = ("classification", "text")
-IMAGES = ("classification", "detection", "segmentation")
-ALL = ("classification", "detection", "segmentation", "text")
 
 
-def _trick(name: str, source: str, families=VISION, **checks):
+def _trick(name: str, source: str, **checks):
     """Register a trick; `checks` maps a parameter to its range (see `schema.between`)."""
-    return TRICKS.register(name, families=families, source=source, checks=checks)
+    return TRICKS.register(name, source=source, checks=checks)
 
 
 PROBABILITY = between(0, 1)
@@ -32,18 +29,18 @@ POSITIVE = between(0, math.inf, lo_open=True, hi_open=True)
 FRACTION = between(0, 1, lo_open=True, hi_open=True)
 
 
-@_trick("cosine", "Loshchilov & Hutter, SGDR, ICLR 2017 (cosine annealing without restarts)", BOTH)
+@_trick("cosine", "Loshchilov & Hutter, SGDR, ICLR 2017 (cosine annealing without restarts)")
 def cosine():
     """Cosine learning-rate decay to 0 over the whole schedule (after any warmup)."""
 
 
-@_trick("warmup", "Goyal et al., Accurate, Large Minibatch SGD, 2017, sec. 2.2 (gradual warmup)", BOTH,
+@_trick("warmup", "Goyal et al., Accurate, Large Minibatch SGD, 2017, sec. 2.2 (gradual warmup)",
         fraction=FRACTION, start_factor=between(0, 1, lo_open=True))
 def warmup(fraction: float = 0.05, start_factor: float = 0.1):
     """Linear learning-rate warmup over the first `fraction` of the iterations, from `start_factor` x lr."""
 
 
-@_trick("label_smoothing", "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016, sec. 7", BOTH,
+@_trick("label_smoothing", "Szegedy et al., Rethinking the Inception Architecture, CVPR 2016, sec. 7",
         epsilon=between(0, 1, lo_open=True, hi_open=True))
 def label_smoothing(epsilon: float = 0.1):
     """Cross-entropy against targets smoothed by `epsilon` towards the uniform distribution."""
@@ -71,12 +68,12 @@ def cutout(size: int = 16, p: float = 1.0):
     """Zero a size x size square (a segment for 1-D signals) at a uniformly random centre of each training input."""
 
 
-@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage", ALL, momentum=FRACTION)
+@_trick("ema", "Polyak & Juditsky 1992 (weight averaging); MMEngine EMAHook, ExponentialMovingAverage", momentum=FRACTION)
 def ema(momentum: float = 0.0002):
     """Evaluate an exponential moving average of the weights: ema = (1 - momentum) * ema + momentum * w."""
 
 
-@_trick("no_bias_decay", "Goyal et al. 2017 / He et al., Bag of Tricks, CVPR 2019, sec. 3.1", BOTH)
+@_trick("no_bias_decay", "Goyal et al. 2017 / He et al., Bag of Tricks, CVPR 2019, sec. 3.1")
 def no_bias_decay():
     """No weight decay on biases and normalisation parameters (MMEngine paramwise_cfg)."""
 
@@ -91,31 +88,31 @@ def clip_grad(max_norm: float = 1.0):
     """Clip the global gradient norm to `max_norm` (MMEngine optim_wrapper.clip_grad)."""
 
 
-@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe", ALL,
+@_trick("longer_schedule", "Wightman et al., ResNet strikes back, 2021; torchvision's 600-epoch recipe",
         factor=between(1, 100, lo_open=True))
 def longer_schedule(factor: float = 2.0):
     """Multiply the number of iterations (and every milestone and warmup length) by `factor`."""
 
 
-@_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1", IMAGES)
+@_trick("hflip_tta", "Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012, sec. 4.1")
 def hflip_tta():
     """Test-time augmentation over the input and its flip along the last axis: softmax averaged (classification,
     segmentation), boxes merged by NMS (detection)."""
 
 
-@_trick("dice_loss", "Milletari et al., V-Net, 3DV 2016 (Dice loss); mmsegmentation configs/unet *ce-1.0-dice-3.0* (weights)", ("segmentation",),
+@_trick("dice_loss", "Milletari et al., V-Net, 3DV 2016 (Dice loss); mmsegmentation configs/unet *ce-1.0-dice-3.0* (weights)",
         weight=POSITIVE)
 def dice_loss(weight: float = 3.0):
     """Add a Dice loss with weight `weight` to the decode head's cross-entropy (weight 1)."""
 
 
-@_trick("giou_loss", "Rezatofighi et al., Generalized Intersection over Union, CVPR 2019; mmdetection configs/faster_rcnn/faster-rcnn_r50_fpn_giou_1x_coco.py (weight)", ("detection",),
+@_trick("giou_loss", "Rezatofighi et al., Generalized Intersection over Union, CVPR 2019; mmdetection configs/faster_rcnn/faster-rcnn_r50_fpn_giou_1x_coco.py (weight)",
         weight=POSITIVE)
 def giou_loss(weight: float = 10.0):
     """Regress decoded boxes with the GIoU loss (weight `weight`) instead of the L1/smooth-L1 loss on deltas."""
 
 
-@_trick("multiscale_train", "mmdetection configs/faster_rcnn/faster-rcnn_r50-caffe_fpn_ms-1x_coco.py (short edges 640..800 by 32)", ("detection",),
+@_trick("multiscale_train", "mmdetection configs/faster_rcnn/faster-rcnn_r50-caffe_fpn_ms-1x_coco.py (short edges 640..800 by 32)",
         min_scale=FRACTION, steps=between(2, 100))
 def multiscale_train(min_scale: float = 0.8, steps: int = 6):
     """Resize each training image to a short edge drawn from `steps` evenly spaced values in [min_scale, 1] x the config's."""
@@ -132,25 +129,25 @@ def autoaugment(policy: str = "cifar10"):
     """The learned AutoAugment policy (cifar10, imagenet or svhn) per training image (images only)."""
 
 
-@_trick("layer_decay", "Clark et al., ELECTRA, ICLR 2020, appendix A; Sun et al., How to Fine-Tune BERT for Text Classification, 2019", ("text",),
+@_trick("layer_decay", "Clark et al., ELECTRA, ICLR 2020, appendix A; Sun et al., How to Fine-Tune BERT for Text Classification, 2019",
         rate=FRACTION)
 def layer_decay(rate: float = 0.9):
     """Layer-wise learning-rate decay: the head keeps lr, encoder layer i from the top gets lr * rate**i, the embeddings the lowest."""
 
 
-@_trick("reinit_top", "Zhang et al., Revisiting Few-sample BERT Fine-tuning, ICLR 2021, sec. 5", ("text",),
+@_trick("reinit_top", "Zhang et al., Revisiting Few-sample BERT Fine-tuning, ICLR 2021, sec. 5",
         layers=between(1, 1000))
 def reinit_top(layers: int = 1):
     """Re-initialise the pooler and the top `layers` encoder layers of a pretrained model before fine-tuning."""
 
 
-def check_family(tricks: list[dict], family: str, file) -> None:
+def check_family(tricks: list[dict], family, file) -> None:
+    """Each trick once, and implemented by `family` (its `tricks` attribute)."""
     names = [t["name"] for t in tricks]
     for i, t in enumerate(tricks):
-        families = TRICKS.info(t["name"]).get("families", ())
-        if family not in families:
-            supported = [n for n in TRICKS.names() if family in TRICKS.info(n).get("families", ())]
-            raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} is not available for family {family!r}", supported)
+        if t["name"] not in family.tricks:
+            raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} is not available for family {family.name!r}",
+                              sorted(family.tricks))
         if names.index(t["name"]) != i:
             raise ConfigError(file, f"tricks[{i}]", f"trick {t['name']!r} is listed twice")
         if t["name"] == "random_erasing" and t["min_area"] > t["max_area"]:

@@ -1,15 +1,6 @@
-"""Task families plug into the core here. A family module exposes `FAMILY`, an object with:
-
-- `name`, `schema` (the recipe sections it understands, see `reprozoo.schema`),
-- `models` (a `reprozoo.registry.Registry`, or None when recipes name framework configs), `datasets`,
-- `prepare(dataset_name, out_dir)` and `train(recipe, seed, ctx) -> dict[str, float]`,
-- optionally `check(config, file)`: recipe checks beyond the schema (tricks the model cannot take),
-- optionally `dataset_code(name)` and `train_code(config)`: the family files that preparing the
-  dataset and training the recipe execute, so pipeline stages depend on those only.
-
-A family's sanity checks (`reprozoo check`) live in its `checks` module: `run_checks(recipe, seed, png)`.
-
-Tricks are declared in `reprozoo.tricks` and implemented by each family that lists them.
+"""Task families plug into the core here: each module exposes `FAMILY`, an object that satisfies
+`reprozoo.family_api.Family` (prepare / train / evaluate / checks, the tricks it implements, the
+files its stages depend on). `tests/test_family_contract.py` holds every family to it.
 
 The core imports a family only when a recipe names it, so one family's heavy dependencies
 (MMDetection, Transformers) never load for another.

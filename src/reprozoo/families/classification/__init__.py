@@ -77,6 +77,8 @@ def _check_schedule(s: dict, file) -> None:
 class ClassificationFamily:
     name = "classification"
     distributed = True  # `devices: N`: MMEngine's Runner under torchrun (engine.py)
+    tricks = frozenset({"cosine", "warmup", "label_smoothing", "mixup", "cutmix", "random_erasing", "cutout", "ema", "no_bias_decay",
+                        "zero_init_residual", "clip_grad", "longer_schedule", "hflip_tta", "trivialaugment", "autoaugment"})  # implemented in tricks.py
     schema = SCHEMA
     models = MODELS
     datasets = DATASETS
@@ -124,10 +126,16 @@ class ClassificationFamily:
             raise ConfigError(file, "devices", f"devices: {devices} does not divide schedule.batch_size "
                                                f"{config['schedule']['batch_size']} (the total batch over all devices)")
 
-    def evaluate(self, recipe, checkpoint) -> dict:
+    def evaluate(self, recipe, checkpoint, out_dir):
         from .engine import evaluate
 
-        return evaluate(recipe, checkpoint)
+        return evaluate(recipe, checkpoint, out_dir)
+
+    def render_samples(self, recipe, ids, titles, out):
+        """The evaluation samples `ids` as a grid: signals as lines, images as pictures."""
+        from .checks import render_samples
+
+        return render_samples(recipe, ids, titles, out)
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train
@@ -152,6 +160,11 @@ def _module_file(obj) -> Path:
     import sys
 
     return Path(sys.modules[obj.__module__].__file__)
+
+    def run_checks(self, recipe, seed, png) -> list:
+        from .checks import run_checks
+
+        return run_checks(recipe, seed, png)
 
 
 FAMILY = ClassificationFamily()

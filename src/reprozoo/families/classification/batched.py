@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ...errors import ConfigError, NonFiniteStep
+from ...predictions import write_labels
 from ...seeding import seed_everything
 from . import OPTIMIZERS, tricks
 from .datasets import DATASETS, load_splits
@@ -312,15 +313,18 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
         first = int(pos[0]) // n
         return torch.stack([torch.cat([perm(seed, first), perm(seed, first + 1)])[pos - first * n] for seed in seeds])
 
-    def evaluate(weights: dict) -> torch.Tensor:
+    def evaluate(weights: dict, keep: list | None = None) -> torch.Tensor:
+        """Each seed's accuracy; `keep` receives the (S, B, C) class probabilities of every batch."""
         correct = torch.zeros(k, dtype=torch.long)
         with torch.no_grad():
             for i in range(0, len(eval_set), e["batch_size"]):
                 x, y = x_eval[i:i + e["batch_size"]], eval_set.y[i:i + e["batch_size"]]
-                logits = forward_shared(weights, buffers, x)
+                probs = forward_shared(weights, buffers, x).softmax(-1)
                 if "hflip_tta" in trick:
-                    logits = logits.softmax(-1) + forward_shared(weights, buffers, x.flip(-1)).softmax(-1)
-                correct += (logits.argmax(-1) == y).sum(1)
+                    probs = (probs + forward_shared(weights, buffers, x.flip(-1)).softmax(-1)) / 2
+                correct += (probs.argmax(-1) == y).sum(1)
+                if keep is not None:
+                    keep.append(probs)
         return 100.0 * correct.double() / len(eval_set)
 
     def save(step: int) -> None:
@@ -404,7 +408,11 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
             if done % cfg["checkpoint_interval"] == 0 and done < s["iters"]:
                 save(done)
             bar.update(1)
-        final = evaluate(ema or params)
+        probs: list = []
+        final = evaluate(ema or params, probs)
+        probs = torch.cat(probs, 1)
+        for j, c in enumerate(ctxs):
+            write_labels(c.outputs, getattr(eval_set, "ids", None), eval_set.y, probs[j])
     finally:
         bar.close()
         curves.close()

@@ -268,3 +268,41 @@ def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     checks = [("input audit", input_audit), ("overfit one batch", overfit_batch), ("trivial solution", trivial_solution),
               ("held-out signal", held_out_signal), ("mode audit", mode_audit), ("determinism", determinism), ("throughput", throughput)]
     return run_in_scratch(checks, look_at_data, recipe, seed, out_png)
+
+
+def render_samples(recipe, ids: list[int], titles: list[str], out: Path) -> Path:
+    """The evaluation samples at `ids` (positions in the split's file) as a grid, each titled: `reprozoo errors`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ...datasets_store import ensure_prepared
+    from .datasets import load_splits
+
+    cfg = recipe.config
+    dataset = DATASETS.build(cfg["dataset"])
+    eval_set = load_splits(dataset, ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"])[1]
+    pos = {int(i): n for n, i in enumerate(getattr(eval_set, "ids", range(len(eval_set.y))))}
+    cols = min(8, max(1, len(ids)))
+    rows = max(1, -(-len(ids) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.5 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i, title in zip(axes.flat, ids, titles):
+        xi = eval_set.x[pos[int(i)]].float()
+        if xi.ndim == 3:
+            img = xi.permute(1, 2, 0)
+            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+            ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
+        else:
+            ax.axis("on")
+            ax.plot(xi.flatten().numpy(), lw=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return out

@@ -41,6 +41,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         out = copy.copy(self)
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         out.x, out.y = self.x[idx], self.y[idx]
+        out.ids = getattr(self, "ids", torch.arange(len(self.y)))[idx]  # positions in the split's file, for predictions
         return out
 
 

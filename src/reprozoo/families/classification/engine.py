@@ -16,6 +16,7 @@ from ... import distributed
 from ...checkpoints import load_weights
 from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
+from ...predictions import write_labels
 from ...frameworks.mmrunner import last_checkpoint_iter, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
 from .. import openmmlab  # also registers GuardedOptimWrapper and GradientHealthHook with MMEngine
@@ -85,24 +86,26 @@ class Classifier(BaseModel):
         inputs = self.prepare(inputs)
         logits = self.logits(inputs)
         if mode == "predict":
+            probs = logits.softmax(-1)
             if self.tta_flip:
-                logits = logits.softmax(-1) + self.logits(inputs.flip(-1)).softmax(-1)
-            return [(logits.argmax(-1), labels)]
+                probs = (probs + self.logits(inputs.flip(-1)).softmax(-1)) / 2
+            return [(probs.argmax(-1), labels, probs)]
         return logits
 
 
 class Accuracy(BaseMetric):
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent; `last` keeps the last evaluation's (labels, probabilities) for its predictions file."""
 
     default_prefix = ""  # metric keys stay plain ("accuracy"); None makes mmengine warn
 
     def process(self, data_batch, data_samples) -> None:
-        for pred, labels in data_samples:
-            self.results.append((int((pred == labels).sum()), len(labels)))
+        for pred, labels, probs in data_samples:
+            self.results.append((int((pred == labels).sum()), len(labels), labels.cpu(), probs.float().cpu()))
 
     def compute_metrics(self, results) -> dict:
-        correct = sum(c for c, _ in results)
-        total = sum(n for _, n in results)
+        correct = sum(r[0] for r in results)
+        total = sum(r[1] for r in results)
+        self.last = (torch.cat([r[2] for r in results]), torch.cat([r[3] for r in results]))
         return {"accuracy": 100.0 * correct / total}
 
 
@@ -228,10 +231,15 @@ def build_runner(recipe, seed, ctx) -> Runner:
 
 
 def train(recipe, seed, ctx) -> dict:
-    """Train, then test; a step with a non-finite loss or gradients stops the run (see GuardedOptimWrapper)."""
+    """Train, then test; a step with a non-finite loss or gradients stops the run (see GuardedOptimWrapper).
+    The test's per-sample predictions go to `ctx.outputs` (rank 0 only)."""
     runner = build_runner(recipe, seed, ctx)
     split = recipe.config["eval"]["split"]
-    return {split: openmmlab.train_and_test(runner, None, [], lambda *_: None, ("accuracy",))["test"]}
+    metrics = {split: openmmlab.train_and_test(runner, None, [], lambda *_: None, ("accuracy",))["test"]}
+    if distributed.world()[0] == 0:
+        labels, probs = runner.test_evaluator.metrics[0].last
+        write_labels(ctx.outputs, getattr(runner.test_dataloader.dataset, "ids", None), labels, probs)
+    return metrics
 
 
 def load_checkpoint(net: torch.nn.Module, path) -> None:
@@ -251,8 +259,10 @@ def load_checkpoint(net: torch.nn.Module, path) -> None:
                           f"missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def evaluate(recipe, checkpoint) -> dict:
+def evaluate(recipe, checkpoint, out_dir):
     """Top-1 of a checkpoint on the recipe's eval split, through the recipe's own test pipeline."""
+    from ...family_api import EvalResult
+
     cfg = recipe.config
     dataset = DATASETS.build(cfg["dataset"])
     eval_set = load_splits(dataset, ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"])[1]
@@ -260,9 +270,14 @@ def evaluate(recipe, checkpoint) -> dict:
     load_checkpoint(net, checkpoint)
     model = Classifier(net, dataset.num_classes, normalize=getattr(dataset, "normalize", None)).eval()
     correct = total = 0
+    all_labels, all_probs = [], []
     with torch.no_grad():
         for batch in batch_loader(eval_set, cfg["eval"]["batch_size"], shuffle=False, seed=0, infinite=False):
-            (pred, labels), = model(batch["inputs"], batch["labels"], mode="predict")
+            (pred, labels, probs), = model(batch["inputs"], batch["labels"], mode="predict")
             correct += int((pred == labels).sum())
             total += len(labels)
-    return {"split": cfg["eval"]["split"], "correct": correct, "total": total}
+            all_labels.append(labels)
+            all_probs.append(probs)
+    path = write_labels(out_dir, getattr(eval_set, "ids", None), torch.cat(all_labels), torch.cat(all_probs))
+    return EvalResult(split=cfg["eval"]["split"], total=total, metric="accuracy", value=100.0 * correct / total,
+                      correct=correct, predictions=path)

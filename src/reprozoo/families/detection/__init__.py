@@ -48,6 +48,8 @@ SCHEMA = {
 
 class DetectionFamily:
     name = "detection"
+    distributed = False  # trains on one device
+    tricks = frozenset({"ema", "longer_schedule", "hflip_tta", "giou_loss", "multiscale_train"})  # implemented in tricks.py
     schema = SCHEMA
     models = None  # the model is the config's: `reprozoo list` shows configs, not a registry
     datasets = DATASETS
@@ -94,6 +96,11 @@ class DetectionFamily:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+    def run_checks(self, recipe, seed, png) -> list:
+        from .checks import run_checks
+
+        return run_checks(recipe, seed, png)
 
 
 FAMILY = DetectionFamily()

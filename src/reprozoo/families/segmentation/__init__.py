@@ -39,6 +39,8 @@ SCHEMA = {
 
 class SegmentationFamily:
     name = "segmentation"
+    distributed = False  # trains on one device
+    tricks = frozenset({"ema", "longer_schedule", "hflip_tta", "dice_loss"})  # implemented in tricks.py
     schema = SCHEMA
     models = None  # the model is the config's: `reprozoo list` shows configs, not a registry
     datasets = DATASETS
@@ -75,6 +77,11 @@ class SegmentationFamily:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+    def run_checks(self, recipe, seed, png) -> list:
+        from .checks import run_checks
+
+        return run_checks(recipe, seed, png)
 
 
 FAMILY = SegmentationFamily()

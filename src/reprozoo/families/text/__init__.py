@@ -43,6 +43,7 @@ SCHEMA = {
 class TextFamily:
     name = "text"
     distributed = True  # `devices: N`: the HF Trainer reads torchrun's environment (engine.py)
+    tricks = frozenset({"cosine", "warmup", "label_smoothing", "ema", "no_bias_decay", "longer_schedule", "layer_decay", "reinit_top"})  # implemented in tricks.py
     schema = SCHEMA
     models = MODELS
     datasets = DATASETS
@@ -75,6 +76,11 @@ class TextFamily:
         from .engine import train
 
         return train(recipe, seed, ctx)
+
+    def run_checks(self, recipe, seed, png) -> list:
+        from .checks import run_checks
+
+        return run_checks(recipe, seed, png)
 
 
 FAMILY = TextFamily()
