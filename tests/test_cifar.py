@@ -75,11 +75,11 @@ def test_cifar_resnets_have_the_papers_sizes():
     # He et al. 2016, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M parameters
     sizes = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
     for depth, millions in sizes.items():
-        net = MODELS.build({"name": "cifar_resnet", "depth": depth})
+        net = MODELS.build({"name": "resnet_cifar_he2016", "depth": depth})
         assert round(count_parameters(net) / 1e6, 2 if depth < 110 else 1) == millions, depth
         assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert 11.1e6 < count_parameters(MODELS.build({"name": "cifar_resnet18"})) < 11.2e6
-    net = MODELS.build({"name": "cifar_resnet", "depth": 20})
+    assert 11.1e6 < count_parameters(MODELS.build({"name": "resnet18_devries2017"})) < 11.2e6
+    net = MODELS.build({"name": "resnet_cifar_he2016", "depth": 20})
     net.zero_init_residual()
     assert all(float(b.bn2.weight.abs().sum()) == 0 for b in net.modules() if isinstance(b, cifar.BasicBlock))
 
@@ -88,10 +88,10 @@ def test_mmpretrain_cifar_resnets_match_the_zoo():
     """MMPretrain configs/resnet/README.md parameter counts, its checkpoints' key layout and its initialisation."""
     zoo = {(18, 10): 11.17, (34, 10): 21.28, (50, 10): 23.52, (101, 10): 42.51, (152, 10): 58.16, (50, 100): 23.71}
     for (depth, classes), millions in zoo.items():
-        net = MODELS.build({"name": "resnet_cifar", "depth": depth, "num_classes": classes})
+        net = MODELS.build({"name": "resnet_cifar_mmpretrain", "depth": depth, "num_classes": classes})
         assert round(count_parameters(net) / 1e6, 2) == millions, depth
     torch.manual_seed(0)
-    net = MODELS.build({"name": "resnet_cifar", "depth": 50, "num_classes": 100})
+    net = MODELS.build({"name": "resnet_cifar_mmpretrain", "depth": 50, "num_classes": 100})
     keys = set(net.state_dict())
     assert {"backbone.conv1.weight", "backbone.bn1.running_var", "backbone.layer1.0.conv3.weight",
             "backbone.layer1.0.downsample.0.weight", "backbone.layer4.2.bn3.weight", "head.fc.weight"} <= keys
@@ -99,10 +99,10 @@ def test_mmpretrain_cifar_resnets_match_the_zoo():
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert all(float(b.bn3.weight.abs().sum()) == 0 for b in net.modules() if isinstance(b, cifar._Bottleneck))
     assert float(net.head.fc.weight.std()) == pytest.approx(0.01, rel=0.05)
-    plain = MODELS.build({"name": "resnet_cifar", "depth": 18, "init": "pytorch"})
+    plain = MODELS.build({"name": "resnet_cifar_mmpretrain", "depth": 18, "init": "pytorch"})
     assert all(float(b.bn2.weight.min()) == 1 for b in plain.modules() if isinstance(b, cifar._Basic))
     with pytest.raises(ValueError, match=r"depth must be one of \[18, 34, 50, 101, 152\], got 20"):
-        MODELS.build({"name": "resnet_cifar", "depth": 20})
+        MODELS.build({"name": "resnet_cifar_mmpretrain", "depth": 20})
 
 
 def test_binomial_verdict_rule():
@@ -136,7 +136,7 @@ def test_image_tricks_train_on_cifar_images(project, monkeypatch, tmp_path):
 def test_checkpoint_check_through_the_recipes_test_pipeline(project, monkeypatch, tmp_path):
     npz = _subset_store(tmp_path, monkeypatch)
     torch.manual_seed(0)
-    net = MODELS.build({"name": "cifar_resnet", "depth": 20})
+    net = MODELS.build({"name": "resnet_cifar_he2016", "depth": 20})
     ckpt = tmp_path / "resnet20-test.th"  # the akamaster layout: DataParallel prefixes, no num_batches_tracked
     torch.save({"best_prec1": 0.0, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()
                                                    if not k.endswith("num_batches_tracked")}}, ckpt)

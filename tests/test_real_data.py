@@ -37,5 +37,7 @@ def test_committed_checkpoint_report_is_reproduced(report, project, monkeypatch)
     if ckpt.exists():  # the real-data half: the same images and weights give the same counts
         assert hashlib.md5(ckpt.read_bytes()).hexdigest() == r["checkpoint_md5"]
         monkeypatch.setenv("REPROZOO_DATA", str(SHARED))
-        counts = evaluate(load_recipe(r["recipe"]), ckpt)
-        assert (counts["correct"], counts["total"], counts["split"]) == (r["correct"], r["total"], r["split"])
+        ev = evaluate(load_recipe(r["recipe"]), ckpt, project / "predictions")
+        assert (ev.correct, ev.total, ev.split) == (r["correct"], r["total"], r["split"])
+        rows = (project / "predictions/predictions.csv").read_text().splitlines()[1:]  # id,label,prediction,...
+        assert len(rows) == r["total"] and sum(x.split(",")[1] == x.split(",")[2] for x in rows) == r["correct"]

@@ -289,6 +289,8 @@ def test_metric_matches_a_hand_count():
     assert got["Dice"] == pytest.approx(100 * 4 / 6) and got["IoU"] == pytest.approx(50.0)
     assert got["mDice"] == pytest.approx(100 * (4 / 6 + 0.8) / 2) and got["mIoU"] == pytest.approx(100 * (0.5 + 4 / 6) / 2)
     assert got["aAcc"] == pytest.approx(75.0)
+    (name, confusion), = m.last  # the image's pixel confusion matrix, rows label, columns prediction: predictions.csv
+    assert name == "" and confusion.tolist() == [[4, 1], [1, 2]]
 
 
 @pytest.mark.parametrize("text, key, problem", [

@@ -107,8 +107,28 @@ def test_seeds_from_two_machines_are_flagged_with_per_machine_means(project):
     assert 0 <= cnn["stability"] <= 1 and cnn["fragile"] == (cnn["stability"] < STABLE)
     md = markdown(result)
     assert "## Runs from several machines" in md
-    assert "| mnist1d_cnn | cpu (x86_64); Linux-b; torch 2.13.0 | 2, 3, 4 | 92.20 |" in md
+    assert "| mnist1d_cnn | machine | cpu (x86_64); Linux-b; torch 2.13.0 | ? | ? | 2, 3, 4 | 92.20 |" in md
+    assert cnn["machines"][0]["differs"] == ["machine"]
     assert f"stable {100 * cnn['stability']:.0f}%" in md
+
+
+def test_same_machine_other_lock_file_or_dataset_is_named(project):
+    import json
+
+    from reprozoo.compare import compare
+
+    for seed, (lock, data) in enumerate([("aaa", "d1"), ("aaa", "d1"), ("bbb", "d1"), ("bbb", "d2")]):
+        d = project / "runs/mnist1d_cnn" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"test": {"accuracy": 93.0 + seed / 10}}))
+        (d / "env.json").write_text(json.dumps({
+            "cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "platform": "Linux", "packages": {"torch": "2.13.0"},
+            "uv_lock_sha256": lock * 20, "dataset": {"sha256": data * 30}, "determinism": {"threads": 1},
+            "git_revision": "abc", "wall_seconds": 1.0, "peak_rss_mib": 1.0, "command": "reprozoo run",
+            "started_utc": "2026-01-01T00:00:00+00:00"}))
+    groups = compare("mnist1d", seeds=[0, 1, 2, 3])["claims"]["mnist1d_cnn:accuracy"]["machines"]
+    assert [g["seeds"] for g in groups] == [[0, 1], [2], [3]]
+    assert groups[0]["differs"] == ["uv.lock", "dataset"] and groups[0]["machine"].startswith("AMD EPYC (AVX2 kernels)")
 
 
 def test_an_ablations_conclusions_per_mode_with_settled_reasons(project):

@@ -78,7 +78,7 @@ def markdown(result: dict, studies: dict[str, str] | None = None) -> str:
               "significantly harmful; else `unclear`. `stable N%`: in N% of 2000 simulated replications of the seeds "
               "(the paired differences drawn again, normal with their mean and std, the whole rule applied, Holm "
               "included) the decision is the same; under 90% it is marked **fragile**. "
-              "Full rules: README.md, section \"Ablations\".", ""]
+              "Full rules: docs/usage.md, section \"Ablations\".", ""]
     if has_pub:
         lines += ["## Published effects", ""]
         lines += [f"- {r['trick']}: {_signed(r['published_delta'])}, {r['published_source']}"

@@ -1,6 +1,6 @@
 """Ablations: a base recipe, an ordered list of tricks and the modes that isolate what each is worth.
 
-    recipes/ablations/<name>.yaml        the spec (see README, "Ablations")
+    recipes/ablations/<name>.yaml        the spec (see docs/usage.md, "Ablations")
     pipelines/ablations/<name>/<arm>.yaml one generated recipe per arm: the base recipe plus a trick subset
     runs/<arm>/seed<N>/                   ordinary runs; the arm without tricks is the base recipe's own runs
     reports/ablations/<name>.json         paired statistics, then .md, .csv, .tex and .png
@@ -175,7 +175,7 @@ def train_missing(ab: Ablation, *, threads=None, progress=True) -> None:
 
 
 def _values(ab: Ablation, arm: Arm) -> dict[int, float]:
-    from .compare import _value
+    from .runs import metric_value
     from .runs import existing_seeds
 
     done = set(existing_seeds(arm.name))
@@ -183,7 +183,7 @@ def _values(ab: Ablation, arm: Arm) -> dict[int, float]:
     if missing:
         raise ConfigError(ab.path, "seeds", f"arm {arm.name!r} has no finished runs for seeds {missing} "
                           f"(`reprozoo ablate {ab.name}` trains them, or `dvc repro`)")
-    return {s: _value(arm.name, s, ab.config["split"], ab.config["metric"]) for s in ab.config["seeds"]}
+    return {s: metric_value(arm.name, s, ab.config["split"], ab.config["metric"]) for s in ab.config["seeds"]}
 
 
 def _clean(x):

@@ -89,10 +89,20 @@ class Baseline:
     title: str
     description: str
     claims: tuple[Claim, ...]
+    # from the baseline's params.yaml section (`pipeline.load_baseline_params`); None/empty without one
+    seeds: tuple[int, ...] | None = None
+    extra_recipes: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
 
     @property
     def recipes(self) -> list[str]:
+        """The claimed recipes."""
         return list(dict.fromkeys(c.recipe for c in self.claims))
+
+    @property
+    def all_recipes(self) -> list[str]:
+        """Every recipe the baseline's pipeline trains: the claimed ones, then params.yaml's extra ones."""
+        return self.recipes + [r for r in self.extra_recipes if r not in self.recipes]
 
 
 def load_baseline(ref: str | Path, known_recipes=None) -> Baseline:

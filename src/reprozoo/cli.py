@@ -14,6 +14,7 @@ EPILOG = """examples:
   reprozoo compare mnist1d           verdicts of baselines/mnist1d.yaml against the runs
   reprozoo report mnist1d            reports/mnist1d.{md,csv,png} from the verdicts
   reprozoo ablate mnist1d_cnn_tricks train the ablation's missing runs, then reports/ablations/ tables
+  reprozoo errors mnist1d_cnn        per-class metrics, confusion, highest-loss samples -> reports/errors/
 The whole default pipeline: `uv run dvc repro` (see README.md)."""
 
 
@@ -161,9 +162,11 @@ def cmd_compare(args) -> int:
         machines = c.get("machines") or []
         if len(machines) > 1 or args.by_machine:
             if len(machines) > 1:
-                print(f"  warning: the seeds of {c['recipe']} come from {len(machines)} machines/environments")
+                print(f"  warning: the seeds of {c['recipe']} come from {len(machines)} environments "
+                      f"(they differ in: {', '.join(machines[0].get('differs') or ['?'])})")
             for m in machines:
-                print(f"    {m['mean']:.2f} (n={m['n']}, seeds {m['seeds']})  {m['machine']}")
+                env = m.get("environment") or {"machine": m["machine"]}
+                print(f"    {m['mean']:.2f} (n={m['n']}, seeds {m['seeds']})  " + "; ".join(f"{k}: {v}" for k, v in env.items()))
     print(f"wrote reports/{args.baseline}.json")
     return 0
 
@@ -232,6 +235,17 @@ def cmd_curve(args) -> int:
 
     for p in curve_report(_plain_name(args.recipe, "recipe"), args.seed):
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_errors(args) -> int:
+    from . import paths
+    from .error_analysis import analyse
+    from .recipes import load_recipe
+
+    r = analyse(load_recipe(_plain_name(args.recipe, "recipe")), args.seed)
+    out = paths.reports_dir() / "errors"
+    print(f"wrote {out / (r['recipe'] + '.md')} ({r['kind']}, seeds {r['seeds']}, {r['samples']} samples)")
     return 0
 
 
@@ -483,6 +497,12 @@ def main(argv=None) -> int:
     s.add_argument("recipe")
     s.add_argument("--seed", type=SEED, default=0)
     s.set_defaults(func=cmd_curve)
+
+    s = sub.add_parser("errors", help="what a recipe's finished runs get wrong: per-class metrics, confusion, "
+                                      "highest-loss samples, seed disagreement -> reports/errors/<recipe>.md")
+    s.add_argument("recipe")
+    s.add_argument("--seed", type=SEED, action="append", help="only these seeds (repeatable; default: every finished seed)")
+    s.set_defaults(func=cmd_errors)
 
     s = sub.add_parser("site", help="the results site: every claim, verdict, ablation and check -> reports/site/index.html")
     s.set_defaults(func=cmd_site)

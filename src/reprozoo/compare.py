@@ -7,24 +7,13 @@ from dataclasses import asdict
 import numpy as np
 
 from . import paths
-from .claims import format_source, load_baseline
+from .claims import format_source
 from .errors import ConfigError
 from .io import read_json, write_json
-from .pipeline import baseline_params, baseline_recipe_names, load_params
+from .pipeline import load_baseline_params
 from .recipes import recipe_names
-from .runs import existing_seeds, run_dir
+from .runs import existing_seeds, metric_value, run_dir
 from .stats import STABLE, stability, summarize, verdict
-
-
-def _value(recipe: str, seed: int, split: str, metric: str, metrics: dict | None = None) -> float:
-    """One metric of one run; `metrics` is its metrics.json when the caller has read it already."""
-    path = run_dir(recipe, seed) / "metrics.json"
-    metrics = read_json(path) if metrics is None else metrics
-    if split not in metrics:
-        raise ConfigError(path, split, "split not in this run's metrics", metrics)
-    if metric not in metrics[split]:
-        raise ConfigError(path, f"{split}.{metric}", "metric not in this run's metrics", metrics[split])
-    return float(metrics[split][metric])
 
 
 ENV_KEYS = {"packages": dict, "determinism": dict, "wall_seconds": (int, float), "peak_rss_mib": (int, float),
@@ -56,9 +45,9 @@ NOT_COMPARABLE = "not comparable"
 def compare(name: str, seeds: list[int] | None = None) -> dict:
     """Verdict per claim over `seeds` (default: params.yaml's seeds for the baseline, else every finished seed),
     and the seed spread of every metric of every recipe the baseline runs."""
-    baseline = load_baseline(name, recipe_names())
-    if seeds is None and name in load_params():
-        seeds = baseline_params(name)["seeds"]
+    baseline = load_baseline_params(name, recipe_names())  # the claims file and its params.yaml section, read once
+    if seeds is None and baseline.seeds is not None:
+        seeds = list(baseline.seeds)
     files = {}  # (recipe, seed, file) -> its JSON, each read once
 
     def run_file(recipe: str, seed: int, file: str) -> dict:
@@ -77,7 +66,7 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
         missing = [s for s in (seeds or []) if s not in done]
         splits = sorted({split for s in used for split in run_metrics(c.recipe, s)})
         comparable = not used or c.split in splits
-        values = [_value(c.recipe, s, c.split, c.metric, run_metrics(c.recipe, s)) for s in used] if comparable else []
+        values = [metric_value(c.recipe, s, c.split, c.metric, run_metrics(c.recipe, s)) for s in used] if comparable else []
         entry = {"recipe": c.recipe, "metric": c.metric, "split": c.split, "published": c.value,
                  "published_std": c.std, "published_n": c.n, "source": format_source(c.source), "notes": c.notes,
                  "seeds": used if comparable else [], "values": values, "missing_seeds": missing}
@@ -97,7 +86,7 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
                                         dict(zip(entry["seeds"], values)))
         out["claims"][c.label] = entry
     out["spread"], envs = {}, []  # every recipe of the baseline, claimed or not
-    for r in baseline_recipe_names(name):
+    for r in baseline.all_recipes:
         done = existing_seeds(r)
         used = [s for s in (seeds if seeds is not None else done) if s in done]
         envs += [run_file(r, s, "env.json") for s in used]
@@ -119,13 +108,26 @@ def machine(env: dict) -> str:
     return f"{device}; {env.get('platform', '?')}; torch {env.get('packages', {}).get('torch', '?')}"
 
 
+def environment(env: dict) -> dict[str, str]:
+    """Everything beyond the recipe and seed that a run's bits depend on, by name: the machine (`machine`),
+    the locked package set (uv.lock) and the prepared dataset."""
+    return {"machine": machine(env), "uv.lock": str(env.get("uv_lock_sha256") or "?")[:12],
+            "dataset": str((env.get("dataset") or {}).get("sha256") or "?")[:12]}
+
+
 def _by_machine(envs: dict[int, dict], values: dict[int, float]) -> list[dict]:
-    """The seeds grouped by `machine`, with each group's mean: one group is the normal case."""
-    groups: dict[str, list[int]] = {}
+    """The seeds grouped by `environment`, with each group's mean and what sets it apart from the others
+    (`differs`): one group is the normal case."""
+    groups: dict[tuple, list[int]] = {}
+    described: dict[tuple, dict] = {}
     for seed, env in envs.items():
-        groups.setdefault(machine(env), []).append(seed)
-    return [{"machine": m, "seeds": seeds, "n": len(seeds), "mean": float(np.mean([values[s] for s in seeds]))}
-            for m, seeds in sorted(groups.items())]
+        e = environment(env)
+        key = tuple(sorted(e.items()))
+        groups.setdefault(key, []).append(seed)
+        described[key] = e
+    differs = [k for k in ("machine", "uv.lock", "dataset") if len({described[g][k] for g in groups}) > 1]
+    return [{"machine": described[g]["machine"], "environment": described[g], "differs": differs, "seeds": seeds,
+             "n": len(seeds), "mean": float(np.mean([values[s] for s in seeds]))} for g, seeds in sorted(groups.items())]
 
 
 def _spread(by_seed: dict[int, dict]) -> dict:

@@ -4,7 +4,7 @@ Every executor runs the stage's own `cmd` from `dvc.yaml` in a shell, in the sta
 directory, with the job's environment (thread count, `CUDA_VISIBLE_DEVICES`) and its output in a
 log file, and reports the command's exit status. The coordinator (`reprozoo.repro`) decides what
 runs where and records results in DVC; executors only run commands. SLURM and Ray assume the
-project folder is on a file system that every node sees at the same path (README, "Scaling out").
+project folder is on a file system that every node sees at the same path (docs/scaling.md).
 """
 from __future__ import annotations
 

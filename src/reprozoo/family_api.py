@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .checks import Check  # noqa: F401  (part of the contract: what `run_checks` returns)
 from .runs import RunContext  # noqa: F401  (part of the contract: what `train` receives)
 
 
@@ -44,7 +45,7 @@ class Family(Protocol):
     """What every family implements. `schema`: the recipe sections it understands (`reprozoo.schema`);
     `models`/`datasets`: registries (`models` None where recipes name framework configs); `tricks`:
     the names of the `reprozoo.tricks` it implements; `distributed`: whether `devices: N` may run it
-    under torchrun."""
+    under torchrun; `curves`: the DVCLive curves every run logs that pipelines plot per seed."""
 
     name: str
     schema: dict
@@ -52,6 +53,7 @@ class Family(Protocol):
     datasets: Any
     tricks: frozenset[str]
     distributed: bool
+    curves: tuple[str, ...]
 
     def dataset_code(self, dataset: str) -> list[Path]:
         """The files that define how `dataset` is prepared (its prepare stage's dependencies)."""

@@ -77,14 +77,25 @@ def pipeline_file(name: str) -> Path:
     return root / "dvc.yaml" if name == DEFAULT_BASELINE else root / "pipelines" / name / "dvc.yaml"
 
 
-def baseline_recipe_names(name: str, known: list[str] | None = None) -> list[str]:
-    """The recipes a baseline's pipeline trains: its claims' recipes, then `params.yaml:<name>.recipes`."""
+def load_baseline_params(name: str, known: list[str] | None = None):
+    """One baseline as everything downstream needs it: its claims file with its `params.yaml` section
+    (seeds, extra recipes, checks; None where the baseline has no section), each file read once."""
+    import dataclasses
+
     baseline = load_baseline(name, known)
-    extra = [r for r in baseline_params(name)["recipes"] if r not in baseline.recipes] if name in load_params() else []
+    if name not in load_params():
+        return baseline
+    p = baseline_params(name)
+    extra = [r for r in p["recipes"] if r not in baseline.recipes]
     for r in extra:
         if known is not None and r not in known:
             raise ConfigError(params_file(), f"{name}.recipes", f"unknown recipe {r!r}", known)
-    return baseline.recipes + extra
+    return dataclasses.replace(baseline, seeds=tuple(p["seeds"]), extra_recipes=tuple(extra), checks=tuple(p["checks"]))
+
+
+def baseline_recipe_names(name: str, known: list[str] | None = None) -> list[str]:
+    """The recipes a baseline's pipeline trains: its claims' recipes, then `params.yaml:<name>.recipes`."""
+    return load_baseline_params(name, known).all_recipes
 
 
 def training_baseline(recipe: str) -> str | None:
@@ -219,10 +230,12 @@ def render(name: str) -> str:
     doc["plots"] = [{_rel_to(f"reports/{name}_seeds.csv", nested): {"x": "seed", "y": "value", "template": "scatter",
                                                    "title": f"{name}: each seed's result", "x_label": "seed", "y_label": "value"}}]
     seeds = baseline_params(name)["seeds"]
+    from .families import get_family
+
     runs = [(r.name, r.family, seeds) for r in recipes] + \
         [(a.name, load_recipe(ab.config["base"]).family, ab.config["seeds"]) for ab in ablations for a in ab.arms() if a.tricks]
     for run, family, run_seeds in runs:
-        for curve in ("loss", *(("accuracy",) if family == "classification" else ())):
+        for curve in get_family(family).curves:
             doc["plots"].append({f"{curve}_{run}": {  # one line per seed: `dvc plots show` / `dvc plots diff`
                 "title": f"{run}: {curve} per seed", "x": "step", "x_label": "iteration", "y_label": curve,
                 "y": {_rel_to(f"runs/{run}/seed{sd}/dvclive/plots/metrics/{curve}.tsv", nested): curve for sd in run_seeds}}})

@@ -3,7 +3,9 @@
 
 - `predictions.csv` (classification, text): `id,label,prediction,score,loss` per evaluated sample;
   `id` is the sample's index in its split's file (for `eval.split: val`, in the training set),
-  `score` the probability of the prediction, `loss` the cross-entropy of the label.
+  `score` the probability of the prediction, `loss` the cross-entropy of the label (regression,
+  STS-B: `score` is the prediction and `loss` the squared error). A text task with several
+  evaluation splits (MNLI) writes `predictions.<split>.csv`.
 - `predictions.csv` (segmentation): `id,image,` then `c<label>_<pred>` pixel counts, one row per image
   (its confusion matrix flattened), so any IoU or Dice can be recomputed per image or per set.
 - `predictions.bbox.json` (detection): the per-image detections in COCO results format
@@ -23,7 +25,7 @@ BOXES = "predictions.bbox.json"
 LABEL_COLUMNS = ("id", "label", "prediction", "score", "loss")
 
 
-def write_labels(out_dir: Path, ids, labels, probs) -> Path:
+def write_labels(out_dir: Path, ids, labels, probs, name: str = LABELS) -> Path:
     """Classification predictions from the evaluated samples' class probabilities (N, C)."""
     import torch
 
@@ -37,7 +39,7 @@ def write_labels(out_dir: Path, ids, labels, probs) -> Path:
     w.writerow(LABEL_COLUMNS)
     for row in zip(ids, labels.tolist(), pred.tolist(), score.tolist(), loss.tolist()):
         w.writerow([row[0], row[1], row[2], f"{row[3]:.6g}", f"{row[4]:.6g}"])
-    return _write(Path(out_dir) / LABELS, buf.getvalue())
+    return _write(Path(out_dir) / name, buf.getvalue())
 
 
 def write_confusions(out_dir: Path, images: list[str], confusions) -> Path:
@@ -59,17 +61,6 @@ def write_boxes(out_dir: Path, detections: list[dict]) -> Path:
     rows = [{"image_id": int(d["image_id"]), "category_id": int(d["category_id"]),
              "bbox": [round(float(v), 2) for v in d["bbox"]], "score": float(f"{float(d['score']):.6g}")} for d in detections]
     return _write(Path(out_dir) / BOXES, json.dumps(rows, indent=None) + "\n")
-
-
-def read(path: Path) -> dict[str, list]:
-    """A predictions CSV as columns; ints and floats parsed."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols: dict[str, list] = {k: [] for k in (rows[0] if rows else LABEL_COLUMNS)}
-    for r in rows:
-        for k, v in r.items():
-            cols[k].append(v if k == "image" else (float(v) if k in ("score", "loss") else int(v)))
-    return cols
 
 
 def _write(path: Path, text: str) -> Path:

@@ -100,7 +100,7 @@ def markdown(result: dict) -> str:
                   "`stable N%`: in N% of 2000 simulated replications (as many seeds again, normal with our mean and "
                   "std: what another machine or other seeds would give) the rule reaches the same verdict; under 90% "
                   "it is marked **fragile** (`reprozoo settle` adds seeds until it is not). "
-                  "Full rule: README.md, section \"Verdicts\".", ""]
+                  "Full rule: docs/statistics.md, section \"Verdicts\".", ""]
     else:
         lines.append("")
     env = result.get("environment") or {}
@@ -124,10 +124,12 @@ def machine_lines(result: dict) -> list[str]:
     lines = ["", "## Runs from several machines", "",
              "The same seed gives other bits on another CPU or torch build, so these seeds are not one machine's "
              "sample; compare the means per machine (`reprozoo compare NAME --by-machine`).", "",
-             "| recipe | machine | seeds | mean |", "|---|---|---|---:|"]
+             "| recipe | differs in | machine | uv.lock | dataset | seeds | mean |", "|---|---|---|---|---|---|---:|"]
     for c in mixed:
         for m in c["machines"]:
-            lines.append(f"| {c['recipe']} | {m['machine']} | {', '.join(map(str, m['seeds']))} | {_fmt(m['mean'])} |")
+            env = m.get("environment") or {}
+            lines.append(f"| {c['recipe']} | {', '.join(m.get('differs') or ['machine'])} | {m['machine']} | {env.get('uv.lock', '?')} "
+                         f"| {env.get('dataset', '?')} | {', '.join(map(str, m['seeds']))} | {_fmt(m['mean'])} |")
     return lines
 
 

@@ -120,13 +120,13 @@ class _Target:
         out = {}
         if self.kind == "baseline":
             from .claims import load_baseline
-            from .compare import _value
+            from .runs import metric_value
             from .recipes import recipe_names
             from .runs import existing_seeds
 
             for c in load_baseline(self.name, recipe_names()).claims:
                 used = [s for s in self.seeds() if s in existing_seeds(c.recipe)]
-                values = [_value(c.recipe, s, c.split, c.metric) for s in used]
+                values = [metric_value(c.recipe, s, c.split, c.metric) for s in used]
                 v, st, can = verdict_at(values, c, alpha)
                 settled, why = _settled(v != "inconclusive", st, can, threshold)
                 out[c.label] = {"conclusion": v, "stability": st, "settled": settled, "why": why, "n": len(values)}

@@ -1,4 +1,4 @@
-"""Seed statistics and the verdict rule (scipy.stats; the rule is documented in README.md).
+"""Seed statistics and the verdict rule (scipy.stats; the rule is documented in docs/statistics.md).
 
 d = mean(ours) - published.  Its standard error combines our seed spread and the claim's own:
 

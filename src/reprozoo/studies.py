@@ -3,7 +3,7 @@ that interact with it (the nuisance ones, above all the learning rate) separatel
 the parameter studied (the scientific one), decide on a validation split, look at the axis plots,
 then confirm the best setting of each value with several seeds on the test set.
 
-    recipes/studies/<spec>.yaml                       the spec (README, "Studies")
+    recipes/studies/<spec>.yaml                       the spec (docs/studies.md)
     pipelines/studies/<spec>/trials/<trial>.yaml      one generated recipe per (scientific value, trial)
     pipelines/studies/<spec>/<spec>--<value>--best.yaml  the best trial of a value (written by `select`)
     pipelines/studies/<spec>/dvc.yaml                 trials, select, confirmation runs, report

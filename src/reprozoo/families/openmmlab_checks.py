@@ -128,3 +128,34 @@ def _endless(loader):
     """The loader's batches, epoch after epoch (a tiny set may hold fewer batches than a check needs)."""
     while True:
         yield from loader
+
+
+def render_images(recipe, names: list[str], titles: list[str], out: Path) -> Path:
+    """The prepared dataset's images named `names` (file names) as a titled grid: `reprozoo errors`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ..datasets_store import ensure_prepared
+
+    root = ensure_prepared(recipe.family, recipe.config["dataset"]["name"])
+    found = {}
+    for p in root.rglob("*"):
+        if p.name in names and p.name not in found and "annotation" not in str(p.relative_to(root)):
+            found[p.name] = p
+    cols = min(4, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name, title in zip(axes.flat, names, titles):
+        if name in found:
+            ax.imshow(Image.open(found[name]).convert("RGB"))
+        ax.set_title(f"{name}\n{title}", fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return out

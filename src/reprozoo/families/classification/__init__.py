@@ -80,6 +80,7 @@ class ClassificationFamily:
     tricks = frozenset({"cosine", "warmup", "label_smoothing", "mixup", "cutmix", "random_erasing", "cutout", "ema", "no_bias_decay",
                         "zero_init_residual", "clip_grad", "longer_schedule", "hflip_tta", "trivialaugment", "autoaugment"})  # implemented in tricks.py
     schema = SCHEMA
+    curves = ("loss", "accuracy")  # DVCLive curves of every run that the pipeline plots per seed
     models = MODELS
     datasets = DATASETS
 
@@ -147,6 +148,11 @@ class ClassificationFamily:
         from .batched import train
 
         return train(recipe, seeds, ctxs, work, progress=ctxs[0].progress)
+
+    def run_checks(self, recipe, seed, png) -> list:
+        from .checks import run_checks
+
+        return run_checks(recipe, seed, png)
 
 
 def _check_model_args(spec: dict) -> None:

@@ -51,6 +51,7 @@ class DetectionFamily:
     distributed = False  # trains on one device
     tricks = frozenset({"ema", "longer_schedule", "hflip_tta", "giou_loss", "multiscale_train"})  # implemented in tricks.py
     schema = SCHEMA
+    curves = ("loss",)  # DVCLive curves of every run that the pipeline plots per seed
     models = None  # the model is the config's: `reprozoo list` shows configs, not a registry
     datasets = DATASETS
 
@@ -87,10 +88,24 @@ class DetectionFamily:
         check_dataset(cfg, config["dataset"]["name"], file)
         check(config, cfg, file)
 
-    def evaluate(self, recipe, checkpoint) -> dict:
+    def evaluate(self, recipe, checkpoint, out_dir):
         from .engine import evaluate
 
-        return evaluate(recipe, checkpoint)
+        return evaluate(recipe, checkpoint, out_dir)
+
+    def render_samples(self, recipe, ids, titles, out):
+        """The evaluation images with COCO image ids `ids` (looked up in the prepared annotation files)."""
+        import json
+
+        from ...datasets_store import ensure_prepared
+        from ..openmmlab_checks import render_images
+
+        names = {}
+        for f in ensure_prepared(self.name, recipe.config["dataset"]["name"]).rglob("*.json"):
+            data = json.loads(f.read_text())
+            if isinstance(data, dict) and "val" in str(f) and isinstance(data.get("images"), list):
+                names.update({im["id"]: im["file_name"] for im in data["images"]})
+        return render_images(recipe, [names.get(int(i), str(i)) for i in ids], titles, out)
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train

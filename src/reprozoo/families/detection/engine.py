@@ -204,11 +204,16 @@ def build_runner(recipe, seed, ctx, *, download: bool = True, evaluating: bool =
 
 
 def train(recipe, seed, ctx) -> dict:
+    """Train, then test; the test's detections go to `ctx.outputs` as `predictions.bbox.json`."""
+    from ...predictions import write_boxes
+
     runner, cfg = build_runner(recipe, seed, ctx)
-    return train_and_test(runner, cfg, recipe.config["tricks"], tricks.patch_test, KEYS)
+    metrics = train_and_test(runner, cfg, recipe.config["tricks"], tricks.patch_test, KEYS)
+    write_boxes(ctx.outputs, runner.test_loop.evaluator.metrics[0].last_dets)
+    return metrics
 
 
-def evaluate(recipe, checkpoint, *, replicates: int = 200) -> dict:
+def evaluate(recipe, checkpoint, out_dir, *, replicates: int = 200):
     """Box AP of `checkpoint` on the recipe's validation set through the recipe's own test pipeline.
 
     When the recipe evaluates a subset (`dataset.val_images`), the AP of `replicates` bootstrap
@@ -217,6 +222,8 @@ def evaluate(recipe, checkpoint, *, replicates: int = 200) -> dict:
 
     from mmengine.runner import load_checkpoint
 
+    from ...family_api import EvalResult
+    from ...predictions import write_boxes
     from ...runs import RunContext
     from .metrics import bootstrap_ap
 
@@ -236,7 +243,8 @@ def evaluate(recipe, checkpoint, *, replicates: int = 200) -> dict:
     boot = None
     if subset:  # no detection at all: AP 0 in every resample
         boot = bootstrap_ap(metric.last_eval, replicates) if metric.last_eval is not None else np.zeros(replicates)
-    return {"split": "val", "total": len(metric.last_img_ids), "metric": "AP", "value": float(metrics["AP"]),
-            "metrics": {k: float(metrics[k]) for k in KEYS if k in metrics}, "subset": subset,
-            "bootstrap": None if boot is None else {"replicates": replicates, "ci_low": float(np.percentile(boot, 2.5)),
-                                                    "ci_high": float(np.percentile(boot, 97.5))}}
+    return EvalResult(split="val", total=len(metric.last_img_ids), metric="AP", value=float(metrics["AP"]),
+                      metrics={k: float(metrics[k]) for k in KEYS if k in metrics}, subset=subset,
+                      bootstrap=None if boot is None else {"replicates": replicates, "ci_low": float(np.percentile(boot, 2.5)),
+                                                           "ci_high": float(np.percentile(boot, 97.5))},
+                      predictions=write_boxes(out_dir, metric.last_dets))

@@ -22,7 +22,7 @@ class CocoBoxMetric(CocoMetric):
 
     def __init__(self, **kwargs):
         super().__init__(metric="bbox", **kwargs)
-        self.last_eval, self.last_img_ids = None, []
+        self.last_eval, self.last_img_ids, self.last_dets = None, [], []
 
     def compute_metrics(self, results: list) -> dict:
         from mmengine.fileio import load
@@ -35,6 +35,7 @@ class CocoBoxMetric(CocoMetric):
             self.cat_ids = self._coco_api.get_cat_ids(cat_names=self.dataset_meta["classes"])
             dets = load(self.results2json(preds, f"{tmp}/results")["bbox"])
         self.last_img_ids = sorted({p["img_id"] for p in preds})
+        self.last_dets = dets  # COCO results format: the run's predictions.bbox.json
         self.last_eval = ev = coco_eval(self._coco_api, dets, self.cat_ids, self.last_img_ids,
                                         max_dets=list(self.proposal_nums), iou_thrs=self.iou_thrs)
         if ev is None:

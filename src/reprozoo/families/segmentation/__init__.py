@@ -42,6 +42,7 @@ class SegmentationFamily:
     distributed = False  # trains on one device
     tricks = frozenset({"ema", "longer_schedule", "hflip_tta", "dice_loss"})  # implemented in tricks.py
     schema = SCHEMA
+    curves = ("loss",)  # DVCLive curves of every run that the pipeline plots per seed
     models = None  # the model is the config's: `reprozoo list` shows configs, not a registry
     datasets = DATASETS
 
@@ -72,6 +73,16 @@ class SegmentationFamily:
         cfg.merge_from_dict(check_overrides(cfg, config["overrides"], file), allow_list_keys=True)
         check_dataset(cfg, config["dataset"]["name"], file)
         check(config, cfg, file)
+
+    def evaluate(self, recipe, checkpoint, out_dir):
+        from .engine import evaluate
+
+        return evaluate(recipe, checkpoint, out_dir)
+
+    def render_samples(self, recipe, ids, titles, out):
+        from ..openmmlab_checks import render_images
+
+        return render_images(recipe, ids, titles, out)
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train

@@ -82,5 +82,51 @@ def build_runner(recipe, seed, ctx):
 
 
 def train(recipe, seed, ctx) -> dict:
+    """Train, then test; each test image's pixel confusion matrix goes to `ctx.outputs/predictions.csv`."""
+    from ...predictions import write_confusions
+
     runner, cfg = build_runner(recipe, seed, ctx)
-    return train_and_test(runner, cfg, recipe.config["tricks"], tricks.patch_test, VAL_KEYS)
+    metrics = train_and_test(runner, cfg, recipe.config["tricks"], tricks.patch_test, VAL_KEYS)
+    images, confusions = zip(*runner.test_loop.evaluator.metrics[0].last)
+    write_confusions(ctx.outputs, list(images), confusions)
+    return metrics
+
+
+def evaluate(recipe, checkpoint, out_dir, *, replicates: int = 200):
+    """Vessel Dice of `checkpoint` on the recipe's test images through its own test pipeline; with a subset
+    of the images (`dataset.val_images`), a percentile bootstrap over the images gives the sampling error."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from mmengine.runner import load_checkpoint
+
+    from ...family_api import EvalResult
+    from ...predictions import write_confusions
+    from ...runs import RunContext
+    from ..openmmlab import stop_workers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(recipe=recipe, seed=0, work_dir=Path(tmp) / "work", curves_dir=Path(tmp) / "curves", threads=None,
+                         progress=False)
+        runner, cfg = build_runner(recipe, 0, ctx)
+        try:
+            load_checkpoint(runner.model, str(checkpoint), map_location="cpu", strict=True)
+            runner.call_hook("before_run")  # what runner.train() would have set up (the EMA copy)
+            tricks.patch_test(runner, cfg, recipe.config["tricks"])
+            metrics = runner.test_loop.run()
+        finally:
+            stop_workers(runner)
+            runner.visualizer.close()
+    images, confusions = zip(*runner.test_loop.evaluator.metrics[0].last)
+    subset = recipe.config["dataset"].get("val_images") is not None
+    boot = None
+    if subset:
+        c = np.stack([np.asarray(x, dtype=np.float64) for x in confusions])  # (images, K, K)
+        rng = np.random.default_rng(0)
+        draws = [c[rng.integers(0, len(c), len(c))].sum(0) for _ in range(replicates)]
+        dice = [100 * 2 * d[-1, -1] / (d[-1].sum() + d[:, -1].sum()) for d in draws]
+        boot = {"replicates": replicates, "ci_low": float(np.percentile(dice, 2.5)), "ci_high": float(np.percentile(dice, 97.5))}
+    return EvalResult(split="test", total=len(images), metric="Dice", value=float(metrics["Dice"]),
+                      metrics={k: float(metrics[k]) for k in VAL_KEYS if k in metrics}, subset=subset, bootstrap=boot,
+                      predictions=write_confusions(out_dir, list(images), confusions))

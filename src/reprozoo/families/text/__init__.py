@@ -45,6 +45,7 @@ class TextFamily:
     distributed = True  # `devices: N`: the HF Trainer reads torchrun's environment (engine.py)
     tricks = frozenset({"cosine", "warmup", "label_smoothing", "ema", "no_bias_decay", "longer_schedule", "layer_decay", "reinit_top"})  # implemented in tricks.py
     schema = SCHEMA
+    curves = ("loss",)  # DVCLive curves of every run that the pipeline plots per seed
     models = MODELS
     datasets = DATASETS
 
@@ -71,6 +72,17 @@ class TextFamily:
         if config["schedule"]["batch_size"] % devices:
             raise ConfigError(file, "devices", f"devices: {devices} does not divide schedule.batch_size "
                                                f"{config['schedule']['batch_size']} (the total batch over all devices)")
+
+    def evaluate(self, recipe, checkpoint, out_dir):
+        from .engine import evaluate
+
+        return evaluate(recipe, checkpoint, out_dir)
+
+    def render_samples(self, recipe, ids, titles, out):
+        """The evaluation examples `ids`, decoded, as a Markdown list (text has no picture)."""
+        from .checks import render_samples
+
+        return render_samples(recipe, ids, titles, out)
 
     def train(self, recipe, seed, ctx) -> dict:
         from .engine import train

@@ -243,3 +243,23 @@ def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
             return results + [guarded("look at the data", look_at_data, recipe, seed, work, out_png)]
         finally:
             _TOKENIZED.pop((recipe.hash, work), None)
+
+
+def render_samples(recipe, ids: list[int], titles: list[str], out: Path) -> Path:
+    """The evaluation examples at `ids` of the first evaluation split, their text as the dataset holds it,
+    each under its title, as Markdown: `reprozoo errors`' highest-loss list for text."""
+    from ...datasets_store import ensure_prepared
+    from ...io import atomic_write_text
+    from .glue import DATASETS, read_prepared
+
+    cfg = recipe.config
+    task = DATASETS.build(cfg["dataset"]).task
+    records = read_prepared(ensure_prepared(recipe.family, cfg["dataset"]["name"]), task.splits[1])
+    lines = [f"# {recipe.name}: evaluation examples ({task.splits[1]} split)", ""]
+    for i, title in zip(ids, titles):
+        text = " ||| ".join(str(records[int(i)][c]) for c in task.text)
+        lines += [f"- **#{i}** {title}: {text}"]
+    out = out.with_suffix(".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return out

@@ -200,16 +200,81 @@ def _predictions(task, logits) -> np.ndarray:
     return np.asarray(logits).reshape(-1) if task.labels is None else np.asarray(logits).argmax(-1)
 
 
-def predict(trainer, task, dataset: TokenizedSplit) -> tuple[np.ndarray, dict]:
-    """Per-example predictions on `dataset`, in its order, and the metrics computed from them."""
+def predict(trainer, task, dataset: TokenizedSplit, out_dir: Path | None = None, name: str = "predictions.csv"):
+    """Per-example predictions on `dataset`, in its order, and the metrics computed from them; with
+    `out_dir`, also the predictions file (`reprozoo.predictions`) written there."""
     out = trainer.predict(dataset)
     preds = _predictions(task, out.predictions)
     metrics = compute_metrics(task, preds, dataset.labels)
     metrics["loss"] = float(out.metrics["test_loss"])
+    if out_dir is not None:
+        write_predictions(out_dir, task, out.predictions, dataset.labels, name)
     return preds, metrics
+
+
+def write_predictions(out_dir: Path, task, logits, labels, name: str) -> Path:
+    """`id,label,prediction,score,loss`: classes with their softmax probabilities; regression (STS-B) with
+    the prediction as score and its squared error as loss."""
+    from ...predictions import write_labels
+
+    logits = torch.as_tensor(np.asarray(logits[0] if isinstance(logits, tuple) else logits), dtype=torch.float64)
+    if task.labels is not None:
+        return write_labels(out_dir, None, torch.as_tensor(labels), logits.softmax(-1), name)
+    import csv
+    import io
+
+    from ...io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "label", "prediction", "score", "loss"])
+    for i, (y, p) in enumerate(zip(np.asarray(labels, dtype=np.float64), logits.reshape(-1).tolist())):
+        w.writerow([i, f"{y:.6g}", f"{p:.6g}", f"{p:.6g}", f"{(p - y) ** 2:.6g}"])
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(Path(out_dir) / name, buf.getvalue())
+
+
+def _file(split: str, splits) -> str:
+    """predictions.csv, or predictions.<split>.csv for a task with several evaluation splits (MNLI)."""
+    return "predictions.csv" if len(splits) == 1 else f"predictions.{split}.csv"
 
 
 def train(recipe, seed: int, ctx) -> dict:
     trainer, task, extra = build_trainer(recipe, seed, ctx)
     trainer.train(resume_from_checkpoint=extra["resume"])
-    return {split: predict(trainer, task, ds)[1] for split, ds in extra["eval_sets"].items()}
+    sets = extra["eval_sets"]
+    out = ctx.outputs if distributed.world()[0] == 0 else None
+    return {split: predict(trainer, task, ds, out, _file(split, sets))[1] for split, ds in sets.items()}
+
+
+def evaluate(recipe, checkpoint, out_dir: Path):
+    """The task's headline metric of a fine-tuned checkpoint (a state dict of the recipe's model) on its
+    first evaluation split; every split's predictions go to `out_dir`."""
+    import tempfile
+
+    from ...checkpoints import load_weights
+    from ...errors import ConfigError
+    from ...family_api import EvalResult
+    from ...runs import RunContext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(recipe=recipe, seed=0, work_dir=Path(tmp) / "work", curves_dir=Path(tmp) / "curves", threads=None,
+                         progress=False)
+        trainer, task, extra = build_trainer(recipe, 0, ctx)
+        obj = load_weights(checkpoint)
+        sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+        try:
+            trainer.model.load_state_dict({k.removeprefix("module."): v for k, v in sd.items()}, strict=True)
+        except RuntimeError as e:
+            raise ConfigError(checkpoint, None, f"the checkpoint does not fit the model of recipe {recipe.name!r}: "
+                                                f"{str(e).splitlines()[-1].strip()[:300]}") from None
+        sets = extra["eval_sets"]
+        results = {split: predict(trainer, task, ds, out_dir, _file(split, sets)) for split, ds in sets.items()}
+    split = next(iter(sets))
+    preds, metrics = results[split]
+    labels = sets[split].labels
+    headline = task.metrics[0]
+    correct = int((preds == labels).sum()) if headline == "accuracy" else None  # a proportion: exact binomial CI
+    return EvalResult(split=split, total=len(labels), metric=headline, value=metrics[headline], correct=correct,
+                      metrics={k: v for k, v in metrics.items() if k != "loss"},
+                      predictions=Path(out_dir) / _file(split, sets))

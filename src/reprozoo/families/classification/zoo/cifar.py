@@ -155,7 +155,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + short)
 
 
-@MODELS.register("cifar_resnet", source="He et al. 2016, sec. 4.2; state-dict layout of akamaster/pytorch_resnet_cifar10")
+@MODELS.register("resnet_cifar_he2016", source="He et al. 2016, sec. 4.2; state-dict layout of akamaster/pytorch_resnet_cifar10")
 class CifarResNet(nn.Module):
     """ResNet-{20,32,44,56,110} for CIFAR: 3 stages of 16/32/64 channels, (depth-2)/6 blocks each, option-A shortcuts."""
 
@@ -192,7 +192,7 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
 
-@MODELS.register("cifar_resnet18", source="MMPretrain resnet18_8xb16_cifar10.py; DeVries & Taylor 2017 (Cutout) code")
+@MODELS.register("resnet18_devries2017", source="MMPretrain resnet18_8xb16_cifar10.py; DeVries & Taylor 2017 (Cutout) code")
 class CifarResNet18(nn.Module):
     """ResNet-18 for 32x32 inputs: 3x3 stem without max-pool, 4 stages of 64-512 channels, projection shortcuts."""
 
@@ -272,7 +272,7 @@ def _projection(in_ch: int, out: int, stride: int):
     return nn.Sequential(nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
 
 
-@MODELS.register("resnet_cifar", source="MMPretrain ResNet_CIFAR (mmpretrain/models/backbones/resnet_cifar.py) + "
+@MODELS.register("resnet_cifar_mmpretrain", source="MMPretrain ResNet_CIFAR (mmpretrain/models/backbones/resnet_cifar.py) + "
                  "GlobalAveragePooling + LinearClsHead; state-dict layout of MMPretrain checkpoints")
 class ResNetCIFAR(nn.Module):
     """MMPretrain's CIFAR ResNet-{18,34,50,101,152}: 3x3 stride-1 stem without max-pool, 4 stages of
