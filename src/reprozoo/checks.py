@@ -23,6 +23,30 @@ class Check:
     figures: list[str] = field(default_factory=list)
 
 
+def save_grid(out: Path, cells: list, *, cols: int, cell: tuple[float, float]) -> Path:
+    """A grid of titled pictures saved to `out`: `cells` holds `(title, draw)` pairs, `draw(ax)` drawing
+    one picture into its axes (None: title only); at most `cols` per row, `cell` inches each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(cols, max(1, len(cells)))
+    rows = max(1, -(-len(cells) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, draw) in zip(axes.flat, cells):
+        if draw is not None:
+            draw(ax)
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
 def batch_size_scan(step, sizes, repeats: int = 1) -> str:
     """Samples/s of training steps at each batch size (`step(bs)` runs one), stopping at the first size that
     does not fit in memory, and where throughput stops growing: the smallest batch within 10% of the best,

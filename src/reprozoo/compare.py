@@ -108,6 +108,9 @@ def machine(env: dict) -> str:
     return f"{device}; {env.get('platform', '?')}; torch {env.get('packages', {}).get('torch', '?')}"
 
 
+ENVIRONMENT = ("machine", "uv.lock", "dataset")
+
+
 def environment(env: dict) -> dict[str, str]:
     """Everything beyond the recipe and seed that a run's bits depend on, by name: the machine (`machine`),
     the locked package set (uv.lock) and the prepared dataset."""
@@ -118,15 +121,11 @@ def environment(env: dict) -> dict[str, str]:
 def _by_machine(envs: dict[int, dict], values: dict[int, float]) -> list[dict]:
     """The seeds grouped by `environment`, with each group's mean and what sets it apart from the others
     (`differs`): one group is the normal case."""
-    groups: dict[tuple, list[int]] = {}
-    described: dict[tuple, dict] = {}
+    groups: dict[tuple, list[int]] = {}  # the environment's values, in ENVIRONMENT order -> its seeds
     for seed, env in envs.items():
-        e = environment(env)
-        key = tuple(sorted(e.items()))
-        groups.setdefault(key, []).append(seed)
-        described[key] = e
-    differs = [k for k in ("machine", "uv.lock", "dataset") if len({described[g][k] for g in groups}) > 1]
-    return [{"machine": described[g]["machine"], "environment": described[g], "differs": differs, "seeds": seeds,
+        groups.setdefault(tuple(environment(env).values()), []).append(seed)
+    differs = [k for i, k in enumerate(ENVIRONMENT) if len({g[i] for g in groups}) > 1]
+    return [{"machine": g[0], "environment": dict(zip(ENVIRONMENT, g)), "differs": differs, "seeds": seeds,
              "n": len(seeds), "mean": float(np.mean([values[s] for s in seeds]))} for g, seeds in sorted(groups.items())]
 
 

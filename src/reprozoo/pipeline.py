@@ -47,10 +47,11 @@ def load_params() -> dict:
 KEYS = ["checks", "recipes", "seeds"]
 
 
-def baseline_params(name: str) -> dict:
+def baseline_params(name: str, params: dict | None = None) -> dict:
     """`params.yaml:<name>`: `seeds` (list of ints), optional extra `recipes`, and `checks`: recipes whose
-    sanity checks (`reprozoo check`) run as a stage that their training waits for."""
-    path, params = params_file(), load_params()
+    sanity checks (`reprozoo check`) run as a stage that their training waits for. `params`: the file's
+    content when the caller has read it already."""
+    path, params = params_file(), load_params() if params is None else params
     section = params.get(name)
     if section is None:
         raise ConfigError(path, name, "no section for this baseline", params)
@@ -82,10 +83,10 @@ def load_baseline_params(name: str, known: list[str] | None = None):
     (seeds, extra recipes, checks; None where the baseline has no section), each file read once."""
     import dataclasses
 
-    baseline = load_baseline(name, known)
-    if name not in load_params():
+    baseline, params = load_baseline(name, known), load_params()
+    if name not in params:
         return baseline
-    p = baseline_params(name)
+    p = baseline_params(name, params)
     extra = [r for r in p["recipes"] if r not in baseline.recipes]
     for r in extra:
         if known is not None and r not in known:

@@ -42,6 +42,16 @@ def write_labels(out_dir: Path, ids, labels, probs, name: str = LABELS) -> Path:
     return _write(Path(out_dir) / name, buf.getvalue())
 
 
+def write_scores(out_dir: Path, labels, preds, name: str = LABELS) -> Path:
+    """Regression predictions (STS-B): the prediction as `score`, its squared error as `loss`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LABEL_COLUMNS)
+    for i, (y, p) in enumerate(zip(map(float, labels), map(float, preds))):
+        w.writerow([i, f"{y:.6g}", f"{p:.6g}", f"{p:.6g}", f"{(p - y) ** 2:.6g}"])
+    return _write(Path(out_dir) / name, buf.getvalue())
+
+
 def write_confusions(out_dir: Path, images: list[str], confusions) -> Path:
     """Segmentation predictions: one (K, K) pixel confusion matrix (rows: label, columns: prediction) per image."""
     import numpy as np

@@ -216,3 +216,27 @@ def train_and_test(runner, cfg, tricks: list, patch_test, keys) -> dict:
         stop_workers(runner)
         runner.visualizer.close()
     return {"test": {k: float(metrics[k]) for k in keys if k in metrics}}
+
+
+def test_checkpoint(build_runner, recipe, checkpoint, patch_test):
+    """`checkpoint` through the recipe's own test loop, test-time tricks applied, in a scratch work folder:
+    (the test metrics, the test evaluator's first metric, which keeps the per-sample results)."""
+    import tempfile
+
+    from mmengine.runner import load_checkpoint
+
+    from ..runs import RunContext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(recipe=recipe, seed=0, work_dir=Path(tmp) / "work", curves_dir=Path(tmp) / "curves", threads=None,
+                         progress=False)
+        runner, cfg = build_runner(recipe, 0, ctx)
+        try:
+            load_checkpoint(runner.model, str(checkpoint), map_location="cpu", strict=True)
+            runner.call_hook("before_run")  # what runner.train() would have set up (log files, the EMA copy)
+            patch_test(runner, cfg, recipe.config["tricks"])
+            metrics = runner.test_loop.run()
+        finally:
+            stop_workers(runner)
+            runner.visualizer.close()
+    return metrics, runner.test_loop.evaluator.metrics[0]

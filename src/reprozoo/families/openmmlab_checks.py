@@ -132,12 +132,9 @@ def _endless(loader):
 
 def render_images(recipe, names: list[str], titles: list[str], out: Path) -> Path:
     """The prepared dataset's images named `names` (file names) as a titled grid: `reprozoo errors`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
+    from ..checks import save_grid
     from ..datasets_store import ensure_prepared
 
     root = ensure_prepared(recipe.family, recipe.config["dataset"]["name"])
@@ -145,17 +142,9 @@ def render_images(recipe, names: list[str], titles: list[str], out: Path) -> Pat
     for p in root.rglob("*"):
         if p.name in names and p.name not in found and "annotation" not in str(p.relative_to(root)):
             found[p.name] = p
-    cols = min(4, max(1, len(names)))
-    rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows + 0.3), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, name, title in zip(axes.flat, names, titles):
-        if name in found:
-            ax.imshow(Image.open(found[name]).convert("RGB"))
-        ax.set_title(f"{name}\n{title}", fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return out
+
+    def draw(path):
+        return lambda ax: ax.imshow(Image.open(path).convert("RGB"))
+
+    cells = [(f"{name}\n{title}", draw(found[name]) if name in found else None) for name, title in zip(names, titles)]
+    return save_grid(out, cells, cols=4, cell=(2.6, 2.5))

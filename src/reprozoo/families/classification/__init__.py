@@ -167,10 +167,5 @@ def _module_file(obj) -> Path:
 
     return Path(sys.modules[obj.__module__].__file__)
 
-    def run_checks(self, recipe, seed, png) -> list:
-        from .checks import run_checks
-
-        return run_checks(recipe, seed, png)
-
 
 FAMILY = ClassificationFamily()

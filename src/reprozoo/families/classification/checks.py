@@ -237,16 +237,7 @@ def look_at_data(recipe, seed, work, out_png: Path) -> Check:
         ax.axis("off")
         if i >= k:
             continue
-        xi = x[i].float()
-        if xi.ndim == 3:
-            img = xi.permute(1, 2, 0)
-            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
-            ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
-        else:
-            ax.axis("on")
-            ax.plot(xi.flatten().numpy(), lw=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+        draw_sample(ax, x[i])
         ax.set_title(names[int(labels[i])] if names else str(int(labels[i])), fontsize=8)
     fig.suptitle(f"{recipe.name}: training inputs as the network receives them (augmented), with labels", fontsize=9)
     fig.tight_layout()
@@ -270,13 +261,25 @@ def run_checks(recipe, seed: int, out_png: Path) -> list[Check]:
     return run_in_scratch(checks, look_at_data, recipe, seed, out_png)
 
 
+def draw_sample(ax, x: torch.Tensor) -> None:
+    """One input into `ax`: an image (C, H, W) scaled to its own range, or a signal as a line."""
+    x = x.float()
+    if x.ndim == 3:
+        img = x.permute(1, 2, 0)
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
+    else:
+        ax.axis("on")
+        ax.plot(x.flatten().numpy(), lw=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def render_samples(recipe, ids: list[int], titles: list[str], out: Path) -> Path:
     """The evaluation samples at `ids` (positions in the split's file) as a grid, each titled: `reprozoo errors`."""
-    import matplotlib
+    from functools import partial
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from ...checks import save_grid
     from ...datasets_store import ensure_prepared
     from .datasets import load_splits
 
@@ -284,25 +287,5 @@ def render_samples(recipe, ids: list[int], titles: list[str], out: Path) -> Path
     dataset = DATASETS.build(cfg["dataset"])
     eval_set = load_splits(dataset, ensure_prepared(recipe.family, cfg["dataset"]["name"]), cfg["eval"])[1]
     pos = {int(i): n for n, i in enumerate(getattr(eval_set, "ids", range(len(eval_set.y))))}
-    cols = min(8, max(1, len(ids)))
-    rows = max(1, -(-len(ids) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.5 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i, title in zip(axes.flat, ids, titles):
-        xi = eval_set.x[pos[int(i)]].float()
-        if xi.ndim == 3:
-            img = xi.permute(1, 2, 0)
-            img = (img - img.min()) / (img.max() - img.min() + 1e-8)
-            ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
-        else:
-            ax.axis("on")
-            ax.plot(xi.flatten().numpy(), lw=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return out
+    cells = [(title, partial(draw_sample, x=eval_set.x[pos[int(i)]])) for i, title in zip(ids, titles)]
+    return save_grid(out, cells, cols=8, cell=(1.6, 1.5))

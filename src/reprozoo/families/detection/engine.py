@@ -5,6 +5,7 @@ import copy
 import logging
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from ...datasets_store import ensure_prepared
 from ...errors import ConfigError
 from ...frameworks.mmrunner import ResumeStateHook, truncate_curves, use_weights_only_loading
 from ...seeding import seed_everything
-from ..openmmlab import build, check_overrides, inner_dataset, load_config, runtime, scale_batch, stop_workers, train_and_test
+from ..openmmlab import build, check_overrides, inner_dataset, load_config, runtime, scale_batch, train_and_test
 from . import tricks
 from .data import DATASETS
 from .metrics import KEYS
@@ -218,27 +219,12 @@ def evaluate(recipe, checkpoint, out_dir, *, replicates: int = 200):
 
     When the recipe evaluates a subset (`dataset.val_images`), the AP of `replicates` bootstrap
     resamples of its images gives the sampling uncertainty; on the whole set there is none to add."""
-    import tempfile
-
-    from mmengine.runner import load_checkpoint
-
     from ...family_api import EvalResult
     from ...predictions import write_boxes
-    from ...runs import RunContext
+    from ..openmmlab import test_checkpoint
     from .metrics import bootstrap_ap
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = RunContext(recipe=recipe, seed=0, work_dir=Path(tmp) / "work", curves_dir=Path(tmp) / "curves", threads=None, progress=False)
-        runner, cfg = build_runner(recipe, 0, ctx, evaluating=True)
-        try:
-            load_checkpoint(runner.model, str(checkpoint), map_location="cpu", strict=True)
-            runner.call_hook("before_run")  # what runner.train() would have set up (log files, EMA copy)
-            tricks.patch_test(runner, cfg, recipe.config["tricks"])
-            metrics = runner.test_loop.run()
-        finally:
-            stop_workers(runner)
-            runner.visualizer.close()
-    metric = runner.test_loop.evaluator.metrics[0]
+    metrics, metric = test_checkpoint(partial(build_runner, evaluating=True), recipe, checkpoint, tricks.patch_test)
     subset = recipe.config["dataset"].get("val_images") is not None
     boot = None
     if subset:  # no detection at all: AP 0 in every resample

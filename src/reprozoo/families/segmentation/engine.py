@@ -95,30 +95,14 @@ def train(recipe, seed, ctx) -> dict:
 def evaluate(recipe, checkpoint, out_dir, *, replicates: int = 200):
     """Vessel Dice of `checkpoint` on the recipe's test images through its own test pipeline; with a subset
     of the images (`dataset.val_images`), a percentile bootstrap over the images gives the sampling error."""
-    import tempfile
-    from pathlib import Path
-
     import numpy as np
-    from mmengine.runner import load_checkpoint
 
     from ...family_api import EvalResult
     from ...predictions import write_confusions
-    from ...runs import RunContext
-    from ..openmmlab import stop_workers
+    from ..openmmlab import test_checkpoint
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = RunContext(recipe=recipe, seed=0, work_dir=Path(tmp) / "work", curves_dir=Path(tmp) / "curves", threads=None,
-                         progress=False)
-        runner, cfg = build_runner(recipe, 0, ctx)
-        try:
-            load_checkpoint(runner.model, str(checkpoint), map_location="cpu", strict=True)
-            runner.call_hook("before_run")  # what runner.train() would have set up (the EMA copy)
-            tricks.patch_test(runner, cfg, recipe.config["tricks"])
-            metrics = runner.test_loop.run()
-        finally:
-            stop_workers(runner)
-            runner.visualizer.close()
-    images, confusions = zip(*runner.test_loop.evaluator.metrics[0].last)
+    metrics, metric = test_checkpoint(build_runner, recipe, checkpoint, tricks.patch_test)
+    images, confusions = zip(*metric.last)
     subset = recipe.config["dataset"].get("val_images") is not None
     boot = None
     if subset:

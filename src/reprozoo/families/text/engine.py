@@ -215,23 +215,12 @@ def predict(trainer, task, dataset: TokenizedSplit, out_dir: Path | None = None,
 def write_predictions(out_dir: Path, task, logits, labels, name: str) -> Path:
     """`id,label,prediction,score,loss`: classes with their softmax probabilities; regression (STS-B) with
     the prediction as score and its squared error as loss."""
-    from ...predictions import write_labels
+    from ...predictions import write_labels, write_scores
 
     logits = torch.as_tensor(np.asarray(logits[0] if isinstance(logits, tuple) else logits), dtype=torch.float64)
-    if task.labels is not None:
-        return write_labels(out_dir, None, torch.as_tensor(labels), logits.softmax(-1), name)
-    import csv
-    import io
-
-    from ...io import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "label", "prediction", "score", "loss"])
-    for i, (y, p) in enumerate(zip(np.asarray(labels, dtype=np.float64), logits.reshape(-1).tolist())):
-        w.writerow([i, f"{y:.6g}", f"{p:.6g}", f"{p:.6g}", f"{(p - y) ** 2:.6g}"])
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(Path(out_dir) / name, buf.getvalue())
+    if task.labels is None:
+        return write_scores(out_dir, np.asarray(labels, dtype=np.float64), logits.reshape(-1).tolist(), name)
+    return write_labels(out_dir, None, torch.as_tensor(labels), logits.softmax(-1), name)
 
 
 def _file(split: str, splits) -> str:
