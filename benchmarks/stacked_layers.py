@@ -5,6 +5,8 @@ operations) against reprozoo's stacked layers (`Conv1dIm2col`, `GRURecurrence`),
 
     uv run python benchmarks/stacked_layers.py --models mnist1d_cnn mnist1d_gru --steps 200
     uv run python benchmarks/stacked_layers.py --models mnist1d_cnn --steps 200 --concurrent 2
+    uv run python benchmarks/stacked_layers.py --models mnist1d_cnn --seeds 10   # a block of ten
+    uv run python benchmarks/stacked_layers.py --models mnist1d_cnn --profile    # where a step's time goes
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def _unrolled_gru():
     return Unrolled
 
 
-def step_ms(model: str, layers: str, steps: int, warmup: int = 20) -> float:
+def step_ms(model: str, layers: str, steps: int, warmup: int = 20, seeds: int = 5, profile: bool = False) -> float:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -63,7 +65,7 @@ def step_ms(model: str, layers: str, steps: int, warmup: int = 20) -> float:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     nets = []
-    for seed in range(5):
+    for seed in range(seeds):
         torch.manual_seed(seed)
         net = MODELS.build({"name": model})
         if layers == "stacked":
@@ -78,14 +80,26 @@ def step_ms(model: str, layers: str, steps: int, warmup: int = 20) -> float:
     forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))
     opt = torch.optim.Adam(list(params.values()), lr=1e-3, foreach=False)
     x, y = torch.randn(100, 40), torch.randint(0, 10, (100,))
-    for i in range(steps + warmup):
-        if i == warmup:
-            t0 = time.perf_counter()
+
+    def step():
         logits = forward(params, buffers, x)
-        loss = F.cross_entropy(logits.reshape(500, 10), y.repeat(5), reduction="none").view(5, 100).mean(1)
+        loss = F.cross_entropy(logits.reshape(seeds * 100, 10), y.repeat(seeds), reduction="none").view(seeds, 100).mean(1)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
+
+    for _ in range(warmup):
+        step()
+    if profile:  # torch.profiler's operator table, by own CPU time, to stderr
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile() as prof:
+            for _ in range(steps):
+                step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
     return (time.perf_counter() - t0) / steps * 1e3
 
 
@@ -94,18 +108,22 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mnist1d_cnn", "mnist1d_gru"])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--concurrent", type=int, default=1, help="copies of the measurement at once")
+    ap.add_argument("--seeds", type=int, default=5, help="networks stacked in one step (a seed block)")
+    ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators (stacked layers)")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "LAYERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(step_ms(args.one[0], args.one[1], args.steps)))
+        print(json.dumps(step_ms(args.one[0], args.one[1], args.steps, seeds=args.seeds,
+                                 profile=args.profile and args.one[1] == "stacked")))
         return
     for model in args.models:
         for layers in ("torch", "stacked"):
-            procs = [subprocess.Popen([sys.executable, __file__, "--one", model, layers, "--steps", str(args.steps)],
-                                      stdout=subprocess.PIPE, text=True) for _ in range(args.concurrent)]
+            cmd = [sys.executable, __file__, "--one", model, layers, "--steps", str(args.steps), "--seeds", str(args.seeds)]
+            procs = [subprocess.Popen(cmd + (["--profile"] if args.profile else []), stdout=subprocess.PIPE, text=True)
+                     for _ in range(args.concurrent)]
             times = [json.loads(p.communicate()[0]) for p in procs]
             print(f"{model:<14} {layers:<8} x{args.concurrent}: " + ", ".join(f"{t:.2f}" for t in times)
-                  + " ms per 5-seed step", flush=True)
+                  + f" ms per {args.seeds}-seed step", flush=True)
 
 
 if __name__ == "__main__":

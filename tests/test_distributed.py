@@ -57,3 +57,24 @@ def test_recipes_ddp_cannot_train_are_refused(project, extra, words):
 def test_devices_one_leaves_the_recipe_hash_alone(project):
     write(project / "recipes/classification/explicit_one.yaml", "extends: mnist1d_cnn\ndevices: 1\n")
     assert load_recipe("explicit_one").hash == load_recipe("mnist1d_cnn").hash
+
+
+def test_text_run_on_two_processes_under_the_hf_trainer(project, tmp_path, monkeypatch):
+    """The text family's `devices: 2`: the HF Trainer reads torchrun's environment, each rank takes half of
+    the batch, rank 0 writes the one run directory; a learnable tiny SST-2 is still learned."""
+    from test_text import TINY_TEXT, _sst2_like
+
+    store = tmp_path / "store"
+    _sst2_like(store)
+    monkeypatch.setenv("REPROZOO_DATA", str(store))
+    write(project / "recipes/text/tiny_sst2_ddp.yaml", TINY_TEXT.format(vocab=store / "vocab.txt", epochs=6, extra="devices: 2"))
+    run = reprozoo("run", "tiny_sst2_ddp", "--seed", "0", "--no-progress", cwd=project, check=False, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = project / "runs/tiny_sst2_ddp"
+    assert sorted(p.name for p in out.iterdir()) == ["seed0"]
+    env = json.loads((out / "seed0/env.json").read_text())
+    assert env["distributed"] == {"world_size": 2, "batch_per_device": 8, "effective_batch": 16, "lr_scale": 1.0,
+                                  "backend": "gloo"}
+    assert json.loads((out / "seed0/metrics.json").read_text())["dev"]["accuracy"] > 85  # chance is 50
+    preds = (out / "seed0/predictions.csv").read_text().splitlines()
+    assert len(preds) == 1 + 64  # every dev sentence once, not once per rank

@@ -87,6 +87,31 @@ def test_longest_first_from_earlier_wall_times_and_dry_listing(tmp_path):
     assert not (root / "datasets").exists()  # a dry listing runs nothing
 
 
+def test_eta_without_earlier_wall_times_learns_trainers_and_followers_apart():
+    """A fresh clone has no wall times: the ETA guesses each queued job from the ended jobs of its kind. The
+    durations are the default's in a fresh clone (a CNN block ~100 s, a seed that takes its block's result ~3 s),
+    where one mean over both kinds showed an ETA of 5466 s with about 600 s left."""
+    from reprozoo.executors import Job
+    from reprozoo.repro import Progress, WorkLeft
+
+    def job(name, estimate=0.0):
+        return Job(name, "reprozoo run x", Path("."), Path("x.log"), estimate=estimate)
+
+    trainers = [job(f"t@{i}") for i in range(10)]
+    followers = [job(f"f@{i}") for i in range(40)]
+    left = WorkLeft({j.stage for j in followers})
+    assert left(trainers + followers, [], {}, 0.0) == 0.0  # nothing ended yet: no guess, no ETA shown
+    left.ended(trainers[0], 100.0)
+    left.ended(trainers[1], 80.0)
+    left.ended(followers[0], 3.0)
+    queued = trainers[3:] + followers[1:]
+    # trainer 2 runs since t=50 and is at 70 s of its guessed 90 s
+    assert left(queued, [trainers[2]], {"t@2": 50.0}, 120.0) == pytest.approx(7 * 90 + 39 * 3 + 20)
+    assert left([job("known", estimate=500.0)], [], {}, 0.0) == 500.0  # an earlier wall time wins
+    progress = Progress(total=50, slots=2, stream=open(os.devnull, "w"))
+    assert progress.eta(left(queued, [], {}, 0.0)) == pytest.approx((7 * 90 + 39 * 3) / 2)
+
+
 def _pid_of(pattern: str, timeout: float = 60) -> int:
     end = time.time() + timeout
     while time.time() < end:

@@ -381,6 +381,28 @@ class Progress:
         print(text + ("" if self.tty else f"   {self.bar(self.remaining())}"), file=self.stream, flush=True)
 
 
+class WorkLeft:
+    """Seconds of work left in the queued and running jobs, for the ETA. A job with no earlier wall time
+    (a fresh clone) counts as the mean of the jobs of its kind that ended so far: a seed block's trainer
+    takes minutes, a seed that only takes its block's result seconds, so one mean over both would be
+    wrong many times over."""
+
+    def __init__(self, followers: set):
+        self.followers = followers
+        self.seen: dict[bool, list[float]] = {False: [], True: []}
+
+    def ended(self, job: Job, seconds: float) -> None:
+        self.seen[job.stage in self.followers].append(seconds)
+
+    def guess(self, job: Job) -> float:
+        seen = self.seen[job.stage in self.followers]
+        return job.estimate or (sum(seen) / len(seen) if seen else 0.0)
+
+    def __call__(self, queued, running, started: dict, now: float) -> float:
+        return sum(self.guess(j) for j in queued) + sum(
+            max(self.guess(j) - (now - started.get(j.stage, now)), 0.0) for j in running)
+
+
 def _gpu_pool(gpus: str | None) -> list[str] | None:
     if gpus is None:
         return None
@@ -444,9 +466,10 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
             running[job.stage] = job
             progress.start(job)
 
+    work_left = WorkLeft(p.followers)
+
     def remaining() -> float:
-        return sum(j.estimate for j in queue) + sum(
-            max(j.estimate - (time.monotonic() - progress.started.get(j.stage, time.monotonic())), 0) for j in running.values())
+        return work_left(queue, running.values(), progress.started, time.monotonic())
 
     progress.remaining = remaining
     try:
@@ -463,6 +486,8 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
             for stage, rc in done.items():
                 job = running.pop(stage)
                 progress.ended(stage)
+                if rc == 0:
+                    work_left.ended(job, progress.ends[stage] - progress.started[stage])
                 if free_gpus is not None:
                     free_gpus.extend(held.pop(stage, []))
                 if rc != 0 and was_killed(rc) and job.attempt < retries:
