@@ -12,17 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-
-def _stages(root: Path) -> dict:
-    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    for st in stages.values():
-        for entry in st.get("deps", []) + st.get("outs", []):
-            if entry["path"].startswith(("runs/", "reports/")):
-                for k in ("md5", "size", "nfiles"):
-                    entry.pop(k, None)
-    return stages
+from reprozoo.repro import lock_without_run_hashes
 
 
 def main() -> int:
@@ -30,7 +20,7 @@ def main() -> int:
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     args = ap.parse_args()
-    a, b = _stages(args.a), _stages(args.b)
+    a, b = lock_without_run_hashes(args.a / "dvc.lock"), lock_without_run_hashes(args.b / "dvc.lock")
     problems = [f"stage only in {args.a}: {s}" for s in sorted(a.keys() - b.keys())]
     problems += [f"stage only in {args.b}: {s}" for s in sorted(b.keys() - a.keys())]
     problems += [f"stage differs: {s}" for s in sorted(a.keys() & b.keys()) if a[s] != b[s]]

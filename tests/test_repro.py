@@ -12,6 +12,8 @@ import yaml
 from conftest import write
 from test_pipeline import BIN, _copy_repo, _repro, pipeline, tiny_baseline_repo
 
+from reprozoo.repro import lock_without_run_hashes
+
 TARGET = "pipelines/tiny/dvc.yaml"
 
 
@@ -36,19 +38,6 @@ def _metrics(root: Path, recipe="tiny_mlp") -> dict[int, bytes]:
     return {int(p.parent.name[4:]): p.read_bytes() for p in sorted((root / "runs" / recipe).glob("seed*/metrics.json"))}
 
 
-def _lock_without_run_hashes(lock: Path) -> dict:
-    """The lock file's stages, except the hashes of runs and reports: a run's env.json holds its start and wall
-    time, and the reports summarise them, so two serial `dvc repro`s differ there too (metrics are compared
-    bitwise below). A mapping: DVC's own serial order of new stages varies between processes (hash seed)."""
-    stages = yaml.safe_load(lock.read_text())["stages"]
-    for st in stages.values():
-        for entry in st.get("deps", []) + st.get("outs", []):
-            if entry["path"].startswith(("runs/", "reports/")):
-                for k in ("md5", "size", "nfiles"):
-                    entry.pop(k, None)
-    return stages
-
-
 def test_parallel_repro_records_what_serial_dvc_repro_records(tmp_path):
     serial = _three_seeds(tmp_path, "serial", seeds=(0, 1))
     _repro(serial, TARGET)
@@ -58,7 +47,7 @@ def test_parallel_repro_records_what_serial_dvc_repro_records(tmp_path):
     assert "2 pending runs, 2 at a time on local" in out.stderr
     assert out.stderr.count("done pipelines/tiny/dvc.yaml:train_tiny_mlp@") == 2
     for lock in ("dvc.lock", "pipelines/tiny/dvc.lock"):
-        assert _lock_without_run_hashes(parallel / lock) == _lock_without_run_hashes(serial / lock), lock
+        assert lock_without_run_hashes(parallel / lock) == lock_without_run_hashes(serial / lock), lock
     assert _metrics(parallel) == _metrics(serial) and len(_metrics(serial)) == 2  # bitwise, same machine
     status = subprocess.run([os.path.join(BIN, "dvc"), "status", TARGET], cwd=parallel, env=_env(parallel),
                             capture_output=True, text=True)

@@ -196,6 +196,21 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
     return p
 
 
+def lock_without_run_hashes(lock: Path) -> dict:
+    """A dvc.lock's stages, except the hashes of runs and reports: a run's env.json holds its start and wall
+    time, and the reports summarise them, so two serial `dvc repro`s differ there too (compare the runs'
+    metrics.json instead). A mapping: DVC's own order of new lock entries varies between processes."""
+    import yaml
+
+    stages = yaml.safe_load(Path(lock).read_text())["stages"]
+    for st in stages.values():
+        for entry in st.get("deps", []) + st.get("outs", []):
+            if entry["path"].startswith(("runs/", "reports/")):
+                for k in ("md5", "size", "nfiles"):
+                    entry.pop(k, None)
+    return stages
+
+
 def _remove_recorded_outs(stage) -> None:
     """What `dvc repro` does before it runs a changed stage: remove its outputs, here only those that dvc.lock
     records as they are (so DVC's cache holds them and `dvc checkout` brings them back). A recipe edited since
