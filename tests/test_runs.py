@@ -186,3 +186,27 @@ def test_speed_settings_on_cpu(project):
     m = execute(load_recipe("bf16_mlp"), 0, progress=False)
     assert m != base and m["test"]["accuracy"] > 30  # bfloat16 changes the numbers, not the learning
     assert yaml.safe_load((run_dir("bf16_mlp", 0) / "dvclive/params.yaml").read_text())["speed"]["amp"] is True
+
+
+def test_a_dataset_two_processes_need_is_prepared_once(project):
+    """The ranks of a `devices: N` run (or parallel `reprozoo run`s) need the same dataset at once: one
+    prepares it, the other waits and then takes it as it is (CI once failed with both preparing)."""
+    from reprozoo import paths
+    from reprozoo.io import exclusive
+
+    out = paths.datasets_dir() / "mnist1d"
+    with exclusive(paths.work_dir().parent / "locks/dataset-mnist1d.lock"):  # another process is preparing
+        other = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "prepare", "mnist1d"], cwd=project,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "REPROZOO_ROOT": str(project)})
+        said = ""
+        while not said.startswith("waiting:") and (line := other.stderr.readline()):
+            said = line
+        assert said.strip() == "waiting: another process is preparing dataset 'mnist1d'", said
+        assert other.poll() is None and not out.exists()
+        out.mkdir(parents=True)
+        (out / "made-by-the-lock-holder").write_text("")
+    assert other.wait(timeout=120) == 0, other.stderr.read()
+    assert other.stdout.read().strip() == f"prepared {out}"
+    assert [p.name for p in out.iterdir()] == ["made-by-the-lock-holder"]  # taken as it was, not prepared again
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mnist1d"]  # no staging folder

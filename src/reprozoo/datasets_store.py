@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import fetch, paths
 from .errors import ReprozooError
+from .io import exclusive
 
 
 class DataError(ReprozooError):
@@ -22,13 +23,25 @@ def prepared_dir(name: str) -> Path:
 
 def prepare(family: str, name: str, force: bool = False) -> Path:
     """Prepare dataset `name` of `family` into `datasets/<name>/` atomically."""
-    from .families import get_family, require
+    from .families import require
 
     require(family)
     out = prepared_dir(name)
     if out.exists() and not force:
         return out
-    staging = out.parent / f".{name}.staging"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may need the same dataset at once (the ranks of a `devices: N` run, parallel
+    # `reprozoo run`s): one prepares, the others wait for it and then find it there.
+    with exclusive(paths.work_dir().parent / "locks" / f"dataset-{name}.lock", wait_for=f"preparing dataset {name!r}"):
+        if out.exists() and not force:
+            return out
+        return _prepare_locked(family, name, out)
+
+
+def _prepare_locked(family: str, name: str, out: Path) -> Path:
+    from .families import get_family
+
+    staging = out.parent / f".{name}.staging"  # the lock makes it ours; a killed run's is swept
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

@@ -1,13 +1,17 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a partial one."""
+"""Atomic file writes (readers see the old file or the complete new one, never a partial one) and
+exclusive locks between processes."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -77,3 +81,19 @@ def bounded_text(path: Path, what: str, limit: int) -> str:
     except UnicodeDecodeError as e:
         raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): "
                                       f"is it really a {what} file?") from None
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, wait_for: str | None = None):
+    """An exclusive lock on `lock_path`: held by another process, an error, or with `wait_for` (what the
+    holder is doing, e.g. "preparing dataset 'mnist'") a wait that says so."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if wait_for is None:
+                raise RunError(f"another process is running this run (lock {lock_path})") from None
+            print(f"waiting: another process is {wait_for}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield

@@ -13,7 +13,6 @@ place at the end: a killed run never leaves a partial `metrics.json`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from . import distributed, paths
 from .errors import NonFiniteStep, RunError
-from .io import read_json, write_json, atomic_write_text
+from .io import atomic_write_text, exclusive, read_json, write_json
 from .recipes import Recipe
 
 # CPU features that change which kernels run, hence the bits of a result (AVX2 vs AVX-512 vs AMX)
@@ -80,22 +79,6 @@ def existing_seeds(recipe_name: str) -> list[int]:
     return sorted(int(p.name[4:]) for p in d.glob("seed*") if p.name[4:].isdigit() and (p / "metrics.json").exists())
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, wait_for: str | None = None):
-    """An exclusive lock on `lock_path`: held by another process, an error, or with `wait_for` (what the
-    holder is doing) a wait that says so."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_for is None:
-                raise RunError(f"another process is running this run (lock {lock_path})") from None
-            print(f"waiting: another process is training {wait_for}", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | None = None, progress: bool = True,
             record_divergence: bool = False) -> dict:
     """Train `recipe` with `seed` unless an identical run is already complete; return its metrics.
@@ -123,7 +106,7 @@ def execute(recipe: Recipe, seed: int, *, force: bool = False, threads: int | No
                 raise
         shutil.rmtree(scratch, ignore_errors=True)
         return {}
-    with _exclusive(work.with_suffix(".lock")):
+    with exclusive(work.with_suffix(".lock")):
         if seed_block(recipe, seed) != [seed]:
             metrics, env, curves = _from_block(recipe, seed, threads, progress, force)
             _assemble(final, metrics, env, recipe, curves, curves.parent / "outputs")
@@ -186,7 +169,7 @@ def _from_block(recipe: Recipe, seed: int, threads: int, progress: bool, force: 
 
     seeds = seed_block(recipe, seed)
     work = block_dir(recipe, seed, threads)
-    with _exclusive(work.with_suffix(".lock"), wait_for=f"seeds {seeds[0]}-{seeds[-1]} of {recipe.name}"):
+    with exclusive(work.with_suffix(".lock"), wait_for=f"training seeds {seeds[0]}-{seeds[-1]} of {recipe.name}"):
         done = work / f"seed{seed}" / "result.json"
         if force and done.exists():
             shutil.rmtree(work, ignore_errors=True)
