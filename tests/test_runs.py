@@ -210,3 +210,22 @@ def test_a_dataset_two_processes_need_is_prepared_once(project):
     assert other.stdout.read().strip() == f"prepared {out}"
     assert [p.name for p in out.iterdir()] == ["made-by-the-lock-holder"]  # taken as it was, not prepared again
     assert sorted(p.name for p in out.parent.iterdir()) == ["mnist1d"]  # no staging folder
+
+
+def test_step_overhead_benchmark_times_exactly_the_training_steps(project):
+    """benchmarks/step_overhead.py: the Runner and the bare loop alternate step by step, the Runner's clock
+    counts exactly --steps iterations (not its closing evaluation), and the ratios are medians of --repeats."""
+    import re
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/step_overhead.py"), "mnist1d_mlp", "--steps", "30",
+                          "--warmup", "5", "--repeats", "2"], cwd=project, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "REPROZOO_ROOT": str(project)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(re.findall(r"^repeat \d: bare [\d.]+ ms, bare_det [\d.]+ ms, batched [\d.]+ ms, mmengine [\d.]+ ms, "
+                          r"bare_paired [\d.]+ ms$", out.stdout, re.M)) == 2, out.stdout
+    assert "mnist1d_mlp, 30 steps after 5, medians of 2 repeats:" in out.stdout
+    assert "seed-batched engine (5 seeds)" in out.stdout
+    ratio = re.search(r"MMEngine/bare-deterministic = ([\d.]+) \(([\d.]+)-([\d.]+)\)", out.stdout)
+    assert ratio and 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3]), out.stdout

@@ -23,7 +23,8 @@ class GuardedOptimWrapper(OptimWrapper):
     """OptimWrapper that measures the global gradient norm of every step and refuses a step whose loss
     (forward pass) or gradients (backward pass) are not finite, before the optimizer touches the weights.
 
-    The norm is computed by `clip_grad_norm_(max_norm=inf)`, which scales the gradients by exactly 1."""
+    The norm is `torch.nn.utils.get_total_norm`, the one `clip_grad_norm_` computes (which would then
+    multiply every gradient by 1: a pass over the weights for nothing, and by NaN when the norm is NaN)."""
 
     last_terms: dict | None = None  # the loss terms of the current step, set by GradientHealthHook
     last_grad_norm: float | None = None
@@ -39,7 +40,7 @@ class GuardedOptimWrapper(OptimWrapper):
 
     def step(self, **kwargs) -> None:
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf)) if params else 0.0
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
         self.last_grad_norm = norm
         if not math.isfinite(norm):
             bad = sum(not torch.isfinite(p.grad).all() for p in params)
