@@ -195,7 +195,7 @@ def test_a_dataset_two_processes_need_is_prepared_once(project):
     from reprozoo.io import exclusive
 
     out = paths.datasets_dir() / "mnist1d"
-    with exclusive(paths.work_dir().parent / "locks/dataset-mnist1d.lock"):  # another process is preparing
+    with exclusive(paths.locks_dir() / "dataset-mnist1d.lock"):  # another process is preparing
         other = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "prepare", "mnist1d"], cwd=project,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "REPROZOO_ROOT": str(project)})

@@ -32,7 +32,7 @@ def prepare(family: str, name: str, force: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     # Several processes may need the same dataset at once (the ranks of a `devices: N` run, parallel
     # `reprozoo run`s): one prepares, the others wait for it and then find it there.
-    with exclusive(paths.work_dir().parent / "locks" / f"dataset-{name}.lock", wait_for=f"preparing dataset {name!r}"):
+    with exclusive(paths.locks_dir() / f"dataset-{name}.lock", wait_for=f"preparing dataset {name!r}"):
         if out.exists() and not force:
             return out
         return _prepare_locked(family, name, out)

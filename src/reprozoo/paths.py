@@ -44,6 +44,11 @@ def work_dir() -> Path:
     return project_root() / ".reprozoo" / "work"
 
 
+def locks_dir() -> Path:
+    """Lock files that keep two processes from doing the same work at once (a run, a dataset's preparation)."""
+    return project_root() / ".reprozoo" / "locks"
+
+
 def datasets_dir() -> Path:
     """Prepared datasets written by pipeline stages (DVC outputs)."""
     return project_root() / "datasets"

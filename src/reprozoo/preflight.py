@@ -116,7 +116,7 @@ def claimed(recipe: Recipe, seed: int):
     from .runs import run_dir
 
     final = run_dir(recipe.name, seed)
-    lock = paths.work_dir().parent / "locks" / recipe.name / f"seed{seed}.lock"
+    lock = paths.locks_dir() / recipe.name / f"seed{seed}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as f:
         try:
