@@ -1,9 +1,10 @@
 #!/bin/bash
 # Where a no-op `dvc repro` (everything up to date) spends its time, in a scratch copy of this checkout's
-# HEAD (its committed files plus runs/, reports/, datasets/ and the DVC cache; the checkout is not touched):
-#   whole      the repository as it is: DVC indexes every pipeline's dvc.yaml/dvc.lock
+# HEAD (its committed files plus runs/, reports/, datasets/, the code manifests and the DVC cache; the
+# checkout is not touched):
+#   uv-whole   `uv run dvc repro`, the README's command: uv's start-up, then DVC indexes every pipeline
+#   whole      `.venv/bin/dvc repro`: the same without uv
 #   root       only the root pipeline (the other pipelines' dvc.yaml/dvc.lock removed; their recipes stay)
-#   root-1dep  root, and each train stage's list of code files collapsed to one file (the first by name), in dvc.yaml and dvc.lock
 # Each variant: one untimed call (DVC's state database learns the copied files), then REPS timed calls.
 #   bash benchmarks/noop_breakdown.sh [WORKDIR, default /tmp/noop_breakdown] [REPS, default 3]
 set -eu
@@ -13,31 +14,20 @@ reps=${2:-3}
 dvc="$repo/.venv/bin/dvc"
 rm -rf "$work" && mkdir -p "$work"
 cd "$repo" && git archive HEAD | tar -x -C "$work"
-cp -r runs reports datasets "$work/" && mkdir -p "$work/.dvc" && cp -r .dvc/cache .dvc/config "$work/.dvc/"
+cp -r runs reports datasets "$work/" && mkdir -p "$work/.dvc" "$work/.reprozoo" && cp -r .dvc/cache .dvc/config "$work/.dvc/"
+[ -d .reprozoo/code ] && cp -r .reprozoo/code "$work/.reprozoo/"
 cd "$work" && git init -q && git add -A && git -c user.name=b -c user.email=b@b commit -qm scratch
-timed() {  # label
+timed() {  # label command...
+  label=$1; shift
   # a pending stage would be run by the repro below (trainings): refuse instead
-  "$dvc" status dvc.yaml | grep -q "up to date" || { echo "$1: dvc.yaml is not up to date here"; "$dvc" status dvc.yaml | head; exit 1; }
-  "$dvc" repro > /dev/null 2>&1 || { echo "$1: dvc repro failed"; exit 1; }
+  "$dvc" status dvc.yaml | grep -q "up to date" || { echo "$label: dvc.yaml is not up to date here"; "$dvc" status dvc.yaml | head; exit 1; }
+  "$@" > /dev/null 2>&1 || { echo "$label: $* failed"; exit 1; }
   for _ in $(seq "$reps"); do
-    s=$(date +%s.%N); "$dvc" repro > /dev/null 2>&1; printf '%s: %.2f s\n' "$1" "$(echo "$(date +%s.%N) - $s" | bc)"
+    s=$(date +%s.%N); "$@" > /dev/null 2>&1; printf '%s: %.2f s\n' "$label" "$(echo "$(date +%s.%N) - $s" | bc)"
   done
 }
-timed whole
+export UV_PROJECT="$repo"  # `uv run` uses the checkout's environment (the copy has none)
+timed uv-whole uv run --project "$repo" dvc repro
+timed whole "$dvc" repro
 git ls-files pipelines | grep -v '^pipelines/ablations/' | grep -E 'dvc\.(yaml|lock)$' | xargs rm
-timed root
-"$repo/.venv/bin/python" - <<'EOF'
-import yaml  # collapse each stage's code deps to one file (the first by name), the same in both files
-y = yaml.safe_load(open("dvc.yaml"))
-for st in y["stages"].values():
-    body = st.get("do", st)
-    code = sorted(d for d in body.get("deps", []) if str(d).startswith("src/"))
-    body["deps"] = [d for d in body.get("deps", []) if d not in code[1:]]
-yaml.safe_dump(y, open("dvc.yaml", "w"), sort_keys=False)
-lock = yaml.safe_load(open("dvc.lock"))
-for st in lock["stages"].values():
-    code = sorted(d["path"] for d in st.get("deps", []) if d["path"].startswith("src/"))
-    st["deps"] = [d for d in st.get("deps", []) if d["path"] not in code[1:]]
-yaml.safe_dump(lock, open("dvc.lock", "w"), sort_keys=False)
-EOF
-timed root-1dep
+timed root "$dvc" repro

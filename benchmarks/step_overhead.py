@@ -136,6 +136,19 @@ def _without(parts: list[str]) -> None:
     if "guard" in parts:
         openmmlab.GuardedOptimWrapper.update_params = OptimWrapper.update_params
         openmmlab.GuardedOptimWrapper.step = OptimWrapper.step  # no norm, so no grad_norm row either
+    if "hooks" in parts:  # per iteration, only MMEngine's RuntimeInfoHook (the step needs its iteration count) and the clock
+        from mmengine.runner import Runner
+
+        call = Runner.call_hook
+
+        def call_hook(self, fn_name, **kwargs):
+            if fn_name not in ("before_train_iter", "after_train_iter"):
+                return call(self, fn_name, **kwargs)
+            for hook in self._hooks:
+                if type(hook).__name__ in ("RuntimeInfoHook", "_Paired"):
+                    getattr(hook, fn_name)(self, **kwargs)
+
+        Runner.call_hook = call_hook
 
 
 def main() -> None:
@@ -144,9 +157,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3, help="measure everything this many times; ratios are medians over repeats")
-    p.add_argument("--without", choices=["grad-log", "guard"], action="append", default=[],
+    p.add_argument("--without", choices=["grad-log", "guard", "hooks"], action="append", default=[],
                    help="what a part of the Runner's step costs: grad-log, no per-step grad_norm row in the curves; "
-                        "guard, neither the finiteness checks and gradient norm nor that row (repeatable)")
+                        "guard, neither the finiteness checks and gradient norm nor that row; hooks, no per-iteration "
+                        "hook but MMEngine's RuntimeInfoHook (repeatable)")
     args = p.parse_args()
     _without(args.without)
     if args.warmup < 1:

@@ -71,8 +71,11 @@ def test_reduced_baseline_through_dvc(tmp_path):
     target = "pipelines/tiny/dvc.yaml"
 
     _, ran = _repro(root, target)
-    assert sorted(ran) == ["compare_tiny", "prepare_mnist1d", "report_tiny", "site_tiny", "train_tiny_mlp@0", "train_tiny_mlp@1"]
-    assert ran[0] == "prepare_mnist1d" and ran[-3:] == ["compare_tiny", "report_tiny", "site_tiny"]
+    code = [s for s in ran if s.startswith("code_classification_")]
+    assert len(code) == 1 and ran.index(code[0]) < ran.index("train_tiny_mlp@0")  # the code manifest, before the runs
+    assert sorted(set(ran) - set(code)) == ["compare_tiny", "prepare_mnist1d", "report_tiny", "site_tiny", "train_tiny_mlp@0",
+                                            "train_tiny_mlp@1"]
+    assert ran[0] in ("prepare_mnist1d", code[0]) and ran[-3:] == ["compare_tiny", "report_tiny", "site_tiny"]
     assert "tiny_mlp:accuracy" in (root / "reports/site/index.html").read_text()
     report = (root / "reports/tiny.md").read_text()
     assert "| tiny_mlp | accuracy (test) | 10 |" in report and "**above**" in report  # far above chance
@@ -105,6 +108,45 @@ def test_reduced_baseline_through_dvc(tmp_path):
     params = {e["name"]: run["data"]["params"][recipe]["data"] for e in exps for run in e["revs"] if e.get("name")}
     assert params["lr02"]["schedule"]["iters"] == 120 and params["lr02"]["optim"]["lr"] == 0.02
     assert (root / "runs/tiny_mlp/seed0/recipe.yaml").read_text().count("lr: 0.02") == 1  # the run trained the variant
+
+    # the runs depend on the code they execute through one manifest: editing one of its files makes every run stale
+    train = yaml.safe_load((root / target).read_text())["stages"]["train_tiny_mlp"]
+    manifest = next(d for d in train["deps"] if d.startswith(".reprozoo/code/tiny/code_classification_"))
+    assert not any(d.startswith("src/") for d in train["deps"])
+    files = {line.split("  ")[1] for line in (root / manifest).read_text().splitlines()}
+    assert {"src/reprozoo/runs.py", "src/reprozoo/families/classification/engine.py", "src/reprozoo/frameworks/mmrunner.py"} <= files
+    assert subprocess.run(["sha256sum", "--check", "--quiet", manifest], cwd=root).returncode == 0
+    with open(root / "src/reprozoo/predictions.py", "a") as f:
+        f.write("# edited\n")
+    status = {k.split(":")[-1]: v for k, v in json.loads(_repro(root, target, "--json", command="status")[0]).items()}
+    assert set(status) == {code[0]}  # the runs' own dependencies did not change; the manifest's did
+    _repro(root, f"{target}:{code[0]}", "--single-item")
+    stale = {k.split(":")[-1]: v for k, v in json.loads(_repro(root, target, "--json", command="status")[0]).items()}
+    assert {"train_tiny_mlp@0", "train_tiny_mlp@1"} <= set(stale) and all(k.startswith("train_tiny_mlp@") for k in stale)
+    assert {"changed deps": {manifest: "modified"}} in stale["train_tiny_mlp@0"]
+
+
+def test_code_manifest_lists_every_file_once_with_its_hash(tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    from reprozoo import cli
+    from reprozoo.fingerprint import manifest
+
+    write(tmp_path / "pkg/a.py", "x = 1\n")
+    write(tmp_path / "pkg/sub/b.py", "y = 2\n")
+    write(tmp_path / "pkg/__pycache__/a.cpython-311.pyc", "bytecode")
+    write(tmp_path / "c.py", "z = 3\n")
+    monkeypatch.chdir(tmp_path)
+    text = manifest(["pkg", "c.py"])
+    assert text.splitlines() == [f"{hashlib.sha256(b'x = 1' + bytes([10])).hexdigest()}  pkg/a.py",
+                                 f"{hashlib.sha256(b'y = 2' + bytes([10])).hexdigest()}  pkg/sub/b.py",
+                                 f"{hashlib.sha256(b'z = 3' + bytes([10])).hexdigest()}  c.py"]
+    write(tmp_path / "pkg/sub/b.py", "y = 3\n")
+    assert manifest(["pkg", "c.py"]) != text
+    assert cli.main(["fingerprint", "out/m.sha256", "pkg", "gone.py"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.py" in err[0] and "no such file or folder" in err[0]
+    assert not (tmp_path / "out/m.sha256").exists()
 
 
 def test_opt_in_checks_run_before_training(tmp_path):

@@ -249,6 +249,16 @@ def cmd_errors(args) -> int:
     return 0
 
 
+def cmd_fingerprint(args) -> int:
+    from .fingerprint import write
+
+    from pathlib import Path
+
+    out = write(Path(args.out), args.files)
+    print(f"wrote {out} ({len(out.read_text().splitlines())} files)")
+    return 0
+
+
 def cmd_site(args) -> int:
     from .site import build
 
@@ -507,6 +517,10 @@ def main(argv=None) -> int:
     s = sub.add_parser("site", help="the results site: every claim, verdict, ablation and check -> reports/site/index.html")
     s.set_defaults(func=cmd_site)
 
+    s = sub.add_parser("fingerprint", help="write the SHA-256 of code files (the pipelines' code_* stages; see docs/usage.md)")
+    s.add_argument("out", help="the manifest to write, e.g. .reprozoo/code/mnist1d/code_classification_1234abcd.sha256")
+    s.add_argument("files", nargs="+", help="files and folders")
+    s.set_defaults(func=cmd_fingerprint)
     s = sub.add_parser("pipeline", help="write the DVC pipeline of a baseline (dvc.yaml or pipelines/<baseline>/dvc.yaml)")
     s.add_argument("baseline", help="claims file name, or `all`")
     s.add_argument("--check", action="store_true", help="only check that the committed files are up to date")

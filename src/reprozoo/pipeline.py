@@ -8,14 +8,15 @@ them depends on them across files and `dvc repro` runs them first. A recipe belo
 Stages: prepare each dataset, train each recipe over `params.yaml:<baseline>.seeds` (a DVC
 `matrix`), compare with the claims, report. Dependencies are exact (the recipe's own file and the
 ones it extends, its dataset, the family code it executes: the shared engine and its model's and
-dataset's modules), so editing one recipe re-runs only its runs and adding a benchmark module to a
-family re-runs nothing.
+dataset's modules, listed with their hashes in one code manifest per pipeline: see `with_code_stages`),
+so editing one recipe re-runs only its runs and adding a benchmark module to a family re-runs nothing.
 An ablation (`recipes/ablations/`) whose base recipe a baseline trains joins that baseline's file:
 one train stage per arm (its generated recipe under `pipelines/ablations/<spec>/`, the spec's seeds)
 and `ablate_<spec>`, which writes `reports/ablations/<spec>.*`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 from . import paths, yamlfile
 from .claims import list_baselines, load_baseline
 from .errors import ConfigError
+from .fingerprint import CODE_MANIFESTS
 from .io import atomic_write_text
 from .recipes import load_recipe, recipe_names
 from .runs import train_code
@@ -225,7 +227,7 @@ def render(name: str) -> str:
         "deps": [f"reports/{name}.json", f"reports/{name}.md",  # the pages link the Markdown reports: built after them
                  *(f"reports/ablations/{ab.name}{ext}" for ab in ablations for ext in (".json", ".md")), "src/reprozoo/site.py"],
     }
-    doc = {"stages": stages}
+    doc = {"stages": with_code_stages(stages, name, common)}
     if nested:
         doc = {"vars": ["../../params.yaml"], **doc}
     doc["plots"] = [{_rel_to(f"reports/{name}_seeds.csv", nested): {"x": "seed", "y": "value", "template": "scatter",
@@ -241,6 +243,26 @@ def render(name: str) -> str:
                 "title": f"{run}: {curve} per seed", "x": "step", "x_label": "iteration", "y_label": curve,
                 "y": {_rel_to(f"runs/{run}/seed{sd}/dvclive/plots/metrics/{curve}.tsv", nested): curve for sd in run_seeds}}})
     return HEADER.format(name=name) + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def with_code_stages(stages: dict[str, dict], pipeline: str, common: dict) -> dict[str, dict]:
+    """`stages`, where each matrix stage (a train stage: one instance per seed or trial) depends on a code
+    manifest instead of its code files; a `code_<family>_<hash>` stage per set of files writes the manifest
+    (`reprozoo fingerprint`, see fingerprint.py). The stages' other dependencies stay as they are."""
+    code: dict[str, dict] = {}
+    out: dict[str, dict] = {}
+    for name, st in stages.items():
+        files = [d for d in st.get("deps", []) if str(d).startswith("src/")]
+        if "matrix" not in st or not files:
+            out[name] = st
+            continue
+        family = next((f.split("/")[3] for f in files if f.startswith("src/reprozoo/families/") and f.count("/") > 3), "core")
+        digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:8]  # the list of files, not their contents
+        stage = f"code_{family}_{digest}"
+        manifest = f"{CODE_MANIFESTS}{pipeline}/{stage}.sha256"
+        code[stage] = {**common, "cmd": f"reprozoo fingerprint {manifest} " + " ".join(files), "deps": files, "outs": [manifest]}
+        out[name] = {**st, "deps": [d for d in st["deps"] if d not in files] + [manifest]}
+    return {**code, **out}
 
 
 def _rel_to(path: str, nested: bool) -> str:
@@ -407,7 +429,8 @@ def render_study(study) -> str:
         outs.append(f"reports/studies/{name}_axis.png")
     stages[f"report_{name}"] = {**common, "cmd": f"reprozoo study {name} --report", "deps": report_deps,
                                 "outs": [{o: {"cache": False}} for o in outs]}
-    return STUDY_HEADER.format(name=name) + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
+    return STUDY_HEADER.format(name=name) + yaml.safe_dump({"stages": with_code_stages(stages, f"study-{name}", common)},
+                                                           sort_keys=False, width=120)
 
 
 def _stage_name(text: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from . import paths
 from .errors import ConfigError, ReprozooError
 from .executors import Job, LocalExecutor, was_killed
+from .fingerprint import CODE_MANIFESTS, code_hashes
 from .runs import seed_block
 
 TRAIN_PREFIX = "reprozoo run "
@@ -78,7 +79,12 @@ def _dep_hashes(stage) -> dict[str, str]:
     """DVC's own hash of each dependency of `stage` (what `dvc.lock` would record; params included, they
     are dependencies too). The value only: DVC names a dependency new to `dvc.lock` 'md5-dos2unix' and
     the same one 'md5' once a commit has written the file, with the same value."""
-    return {str(dep): str(dep.get_hash().value) if dep.exists else "missing" for dep in stage.deps}
+    out = {str(dep): str(dep.get_hash().value) if dep.exists else "missing" for dep in stage.deps}
+    for dep in stage.deps:  # a code manifest (fingerprint.py) changes only when its stage runs: the files it lists, now
+        path = Path(str(dep.fs_path))
+        if dep.exists and CODE_MANIFESTS in path.as_posix():
+            out.update(code_hashes(path, Path(stage.wdir)))
+    return out
 
 
 def recipe_ref(cmd: str) -> str:

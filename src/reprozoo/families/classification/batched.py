@@ -183,15 +183,13 @@ class _Curves:
         self.norms.append(norms)
 
     def flush(self) -> None:
+        from ...frameworks.mmrunner import append_curve
+
         if not self.steps:
             return
         table = torch.stack(self.norms).tolist()  # (steps, seeds)
         for j, d in enumerate(self.dirs):
-            tsv = d / "plots" / "metrics" / "grad_norm.tsv"
-            tsv.parent.mkdir(parents=True, exist_ok=True)
-            new = not tsv.exists()
-            with open(tsv, "a") as f:
-                f.write(("step\tgrad_norm\n" if new else "") + "".join(f"{st}\t{row[j]!r}\n" for st, row in zip(self.steps, table)))
+            append_curve(d, "grad_norm", [(st, row[j]) for st, row in zip(self.steps, table)])
         self.steps, self.norms = [], []
 
     def params(self, params: dict) -> None:
