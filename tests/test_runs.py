@@ -223,9 +223,17 @@ def test_step_overhead_benchmark_times_exactly_the_training_steps(project):
                           "--warmup", "5", "--repeats", "2"], cwd=project, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "REPROZOO_ROOT": str(project)})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert len(re.findall(r"^repeat \d: bare [\d.]+ ms, bare_det [\d.]+ ms, batched [\d.]+ ms, mmengine [\d.]+ ms, "
+    # `batched` is the difference of two whole trainings (5 and 35 steps): at 30 steps it is within their start-up
+    # noise and can come out negative on a busy machine; the benchmark is meant for thousands of steps
+    assert len(re.findall(r"^repeat \d: bare [\d.]+ ms, bare_det [\d.]+ ms, batched -?[\d.]+ ms, mmengine [\d.]+ ms, "
                           r"bare_paired [\d.]+ ms$", out.stdout, re.M)) == 2, out.stdout
     assert "mnist1d_mlp, 30 steps after 5, medians of 2 repeats:" in out.stdout
     assert "seed-batched engine (5 seeds)" in out.stdout
     ratio = re.search(r"MMEngine/bare-deterministic = ([\d.]+) \(([\d.]+)-([\d.]+)\)", out.stdout)
     assert ratio and 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3]), out.stdout
+    # parts of the Runner's step switched off: the clock still counts exactly --steps (the benchmark asserts it)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/step_overhead.py"), "mnist1d_mlp", "--steps", "20",
+                          "--warmup", "3", "--repeats", "1", "--without", "guard", "--without", "hooks"], cwd=project,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "REPROZOO_ROOT": str(project)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "mnist1d_mlp, 20 steps after 3, medians of 1 repeats, the Runner without guard and hooks:" in out.stdout
