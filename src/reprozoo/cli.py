@@ -250,9 +250,9 @@ def cmd_errors(args) -> int:
 
 
 def cmd_fingerprint(args) -> int:
-    from .fingerprint import write
-
     from pathlib import Path
+
+    from .fingerprint import write
 
     out = write(Path(args.out), args.files)
     print(f"wrote {out} ({len(out.read_text().splitlines())} files)")
