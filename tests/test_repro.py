@@ -264,3 +264,46 @@ def test_an_openmmlab_recipe_without_the_extra_names_the_install_command(tmp_pat
                                             r"installed\): `uv sync --extra openmmlab`"):
         families.require("segmentation")
     families.require("classification")  # nothing needed
+
+
+def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_path):
+    """A train stage's `reprozoo ...` is forked from the preloaded server: its exit status, output, working
+    directory, environment and process title are those of the shell's run; other commands go to a shell."""
+    from reprozoo.executors import Job, LocalExecutor, _Forked, cli_argv, wait_any
+
+    assert cli_argv("reprozoo run pipelines/a/x+cosine.yaml --seed 3") == ["run", "pipelines/a/x+cosine.yaml", "--seed", "3"]
+    assert cli_argv("reprozoo run x --seed 0 > out") is None and cli_argv("python -m reprozoo.cli run x") is None
+    (tmp_path / "f.txt").write_text("x")
+    ex = LocalExecutor(preload=["reprozoo.families.classification"])
+    jobs = [Job("print", "reprozoo fingerprint m.sha256 f.txt", tmp_path, tmp_path / "print.log"),
+            Job("bad", "reprozoo run no_such_recipe", tmp_path, tmp_path / "bad.log", env={"REPROZOO_ROOT": str(tmp_path)}),
+            Job("shell", "echo $GREETING; exit 3", tmp_path, tmp_path / "shell.log", env={"GREETING": "hello"}),
+            Job("title", f"reprozoo fingerprint {tmp_path}/nowhere/m.sha256 {tmp_path}/missing", tmp_path / "..", tmp_path / "t.log")]
+    for j in jobs:
+        ex.submit(j)
+    assert [isinstance(ex.procs[j.stage][0], _Forked) for j in jobs] == [True, True, False, True]
+    done: dict = {}
+    while len(done) < len(jobs):
+        done.update(wait_any(ex, 0.05))
+    assert done == {"print": 0, "bad": 2, "shell": 3, "title": 2}
+    assert "wrote m.sha256 (1 files)" in (tmp_path / "print.log").read_text()
+    assert (tmp_path / "m.sha256").read_text().endswith("  f.txt\n")  # relative to the job's directory
+    assert (tmp_path / "bad.log").read_text().startswith("reprozoo: error: ")  # one line, no traceback
+    assert (tmp_path / "shell.log").read_text() == "hello\n"
+    # a forked run shows as its command, and stops with its process group: here one that waits for its data
+    import fcntl
+
+    root = _three_seeds(tmp_path, "r", seeds=(0,))
+    (root / ".reprozoo/locks").mkdir(parents=True, exist_ok=True)
+    with open(root / ".reprozoo/locks/dataset-mnist1d.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a process preparing the dataset would
+        ex.submit(Job("run", "reprozoo run tiny_mlp --seed 0", root, tmp_path / "run.log", env={"REPROZOO_ROOT": str(root)}))
+        pid = ex.procs["run"][0].pid
+        end = time.time() + 120
+        log = tmp_path / "run.log"
+        while not (log.exists() and "waiting: another process is preparing" in log.read_text()) and time.time() < end:
+            time.sleep(0.05)
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0") == b"reprozoo run tiny_mlp --seed 0"
+        assert ex.poll() == {}  # still waiting
+        ex.cancel_all()
+    assert not ex.procs and not Path(f"/proc/{pid}").exists() and not (root / "runs/tiny_mlp/seed0").exists()

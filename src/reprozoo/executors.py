@@ -9,8 +9,12 @@ project folder is on a file system that every node sees at the same path (docs/s
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,14 +78,122 @@ def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0)
         pass
 
 
-class LocalExecutor:
-    """Processes on this machine: one per job, each in its own process group."""
+# modules a forked `reprozoo` command would import first: about 2 s of a run's start, most of a seed's
+# that only takes its block's result
+PRELOAD = ["torch", "dvclive", "setproctitle", "reprozoo.cli", "reprozoo.preflight", "reprozoo.recipes", "reprozoo.runs"]
+_SHELL = re.compile(r"[;&|<>`$()*?\\\n~{}\[\]!#]")
 
-    def __init__(self):
-        self.procs: dict[str, tuple[subprocess.Popen, object]] = {}
+
+def cli_argv(cmd: str) -> list[str] | None:
+    """The arguments of `cmd` if it is a plain `reprozoo ...` command (no shell syntax) and `reprozoo` on
+    PATH is this interpreter's own, else None."""
+    if _SHELL.search(cmd):
+        return None
+    argv = shlex.split(cmd)
+    if not argv or argv[0] != "reprozoo":
+        return None
+    found = shutil.which("reprozoo")
+    if not found or Path(found).parent != Path(sys.executable).parent:
+        return None
+    return argv[1:]
+
+
+def _cli_child(argv: list[str], cwd: str, env: dict, log: str) -> None:
+    """A forked `reprozoo ARGV`, as the shell would start it: own session, output to `log`, `env`, `cwd`."""
+    import multiprocessing
+
+    import setproctitle
+
+    # what ps and pgrep show, as for a shell's run; before the environment changes, whose memory it reuses
+    setproctitle.setproctitle(shlex.join(["reprozoo", *argv]))
+    multiprocessing.set_start_method(None, force=True)  # the platform's default, as in a process of its own
+    os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [str(Path(sys.executable).parent / "reprozoo"), *argv]
+    from reprozoo.cli import main
+
+    sys.exit(main(argv))
+
+
+class _Forked:
+    """A job run by forking the executor's preloaded server (`multiprocessing`'s forkserver): the same
+    command in the same interpreter, without importing torch again for every run."""
+
+    def __init__(self, context, argv: list[str], job: Job):
+        self.proc = context.Process(target=_cli_child, args=(argv, str(job.wdir), {**os.environ, **job.env}, str(job.log)))
+        self.proc.start()
+        self.pid = self.proc.pid
+
+    def poll(self) -> int | None:
+        rc = self.proc.exitcode
+        if rc is not None:
+            self.proc.close()
+        return rc
+
+    def stop(self, grace: float = 10.0) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:  # not yet its own session leader, or gone
+                try:
+                    os.kill(self.pid, sig)
+                except ProcessLookupError:
+                    break
+            self.proc.join(grace)
+            if self.proc.exitcode is not None:
+                break
+
+
+class LocalExecutor:
+    """Processes on this machine: one per job, each in its own process group. Plain `reprozoo` commands
+    (every train stage's) are forked from a server that has imported torch and reprozoo once (`fork=True`,
+    Linux); any other command runs in a shell."""
+
+    def __init__(self, fork: bool = True, threads: int = 1, preload: list[str] = ()):
+        self.procs: dict[str, tuple[object, object]] = {}
+        self.fork = fork and sys.platform.startswith("linux")
+        self.threads = threads
+        self.preload = PRELOAD + list(preload)  # e.g. the families the runs need
+        self._context = None
+
+    def _server(self):
+        """The forkserver context, started once with the run's thread count in its environment (OpenMP
+        reads it when torch is loaded)."""
+        if self._context is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(self.preload)  # a module that fails to import is skipped
+            saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+            os.environ.update({k: str(self.threads) for k in saved})
+            try:
+                from multiprocessing import forkserver
+
+                forkserver.ensure_running()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            self._context = ctx
+        return self._context
 
     def submit(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
+        argv = cli_argv(job.cmd) if self.fork and not job.gpus and job.width == 1 else None
+        if argv is not None:
+            self.procs[job.stage] = (_Forked(self._server(), argv, job), None)
+            return
         out = open(job.log, "ab")
         self.procs[job.stage] = (_start(job.cmd, job.wdir, job.env, out), out)
 
@@ -91,15 +203,19 @@ class LocalExecutor:
         for stage, (proc, out) in list(self.procs.items()):
             rc = proc.poll()
             if rc is not None:
-                out.close()
+                if out is not None:
+                    out.close()
                 done[stage] = rc
                 del self.procs[stage]
         return done
 
     def cancel_all(self) -> None:
         for proc, out in self.procs.values():
-            _kill_group(proc)
-            out.close()
+            if isinstance(proc, _Forked):
+                proc.stop()
+            else:
+                _kill_group(proc)
+                out.close()
         self.procs.clear()
 
     def close(self) -> None:

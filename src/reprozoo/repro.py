@@ -25,6 +25,7 @@ from pathlib import Path
 from . import paths
 from .errors import ConfigError, ReprozooError
 from .executors import Job, LocalExecutor, was_killed
+from .families import FAMILY_MODULES
 from .fingerprint import CODE_MANIFESTS, code_hashes
 from .runs import seed_block
 
@@ -138,6 +139,7 @@ class Plan:
     recipes: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # stage -> (recipe ref, name if it loaded)
     blocks: dict[str, tuple] = field(default_factory=dict)  # stage -> its seed block (recipe, first seed), if batched
     followers: set = field(default_factory=set)  # stages whose block an earlier stage of the plan trains
+    families: set = field(default_factory=set)  # of the recipes the jobs run
 
 
 def _stages(repo, targets) -> dict:
@@ -187,6 +189,8 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 blocks.add(key)
                 p.blocks[s.addressing] = key
             devices = recipe.config.get("devices", 1) if recipe else 1
+            if recipe:
+                p.families.add(recipe.family)
             p.recipes[s.addressing] = (ref, recipe.name if recipe else None)
             p.hashes[s.addressing] = _dep_hashes(s)
             if not dry:
@@ -551,9 +555,10 @@ def downstream_ok_targets(targets: list[str], failed: list[str]) -> list[str]:
         return [a for a, s in stages.items() if a not in bad and not _is_train(s)]
 
 
-def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dict):
+def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dict, threads: int = 1,
+                  families: set = frozenset()):
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(threads=threads, preload=[FAMILY_MODULES[f] for f in sorted(families) if f in FAMILY_MODULES])
     if name == "slurm":
         from .executors import SubmititExecutor
 
@@ -629,7 +634,8 @@ def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus:
           f"{f' (GPUs {gpus})' if pool else ''}, {threads} thread(s) each; logs in {os.path.relpath(log_dir)}/", file=sys.stderr)
     if detach and executor != "slurm":
         raise ConfigError("command line", "--detach", "only with --executor slurm (jobs outlive this command there)")
-    ex = make_executor(executor, slots=jobs, gpus=pool, options=dict(options or {}))
+    ex = make_executor(executor, slots=jobs, gpus=pool, options=dict(options or {}), threads=threads,
+                       families=p.families)
     attached = _load_detached(p) if executor == "slurm" else {}
     if detach:
         return _detach(p, ex)

@@ -59,6 +59,7 @@ class GRURecurrence(torch.autograd.Function):
         ctx.save_for_backward(w_hh, hs, rz, n, ghn)
         ctx.shapes = gi.shape, b_hh.shape
         ctx.mark_non_differentiable(hs, rz, n, ghn)
+        ctx.set_materialize_grads(False)  # else autograd fills zero gradients of the saved states every step
 
     @staticmethod
     def backward(ctx, grad_out, *_):
@@ -108,11 +109,13 @@ class Conv1dIm2col(torch.autograd.Function):
         o, k = weight.shape[-3], weight.shape[-1]
         x = x.reshape(-1, b, c, length).transpose(2, 3)  # (G, B, L, C): channels last, columns by slicing
         g = x.shape[0]
-        xp = x.new_zeros(g, b, length + 2 * padding, c)
+        xp = x.new_empty(g, b, length + 2 * padding, c)
+        xp[:, :, :padding] = 0  # only the padding is zeroed: the rest is the input
+        xp[:, :, padding + length:] = 0
         xp[:, :, padding:padding + length] = x
         lout = (length + 2 * padding - k) // stride + 1
-        cols = torch.stack([xp[:, :, j:j + stride * (lout - 1) + 1:stride] for j in range(k)], 3)  # (G, B, Lout, k, C)
-        cols = cols.reshape(g, b * lout, k * c)
+        # (G, B, Lout, k, C) windows as a view, copied once into the columns: tap-major, as the weight is ordered below
+        cols = xp.unfold(2, k, stride).transpose(3, 4).reshape(g, b * lout, k * c)
         w = weight.reshape(-1, o, c, k).transpose(2, 3).reshape(-1, o, k * c)  # (G, O, k * C), the columns' order
         if w.shape[0] != g:
             w = w.expand(g, -1, -1)
@@ -126,6 +129,7 @@ class Conv1dIm2col(torch.autograd.Function):
         ctx.save_for_backward(weight, output[1])
         ctx.x_shape, ctx.bias_shape, ctx.stride, ctx.padding = x.shape, bias.shape, stride, padding
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # else autograd fills a zero gradient of the columns every step
 
     @staticmethod
     def backward(ctx, grad_out, _):
