@@ -1,7 +1,8 @@
 """Where `reprozoo repro` runs a stage's command: local processes, SLURM (submitit) or Ray.
 
-Every executor runs the stage's own `cmd` from `dvc.yaml` in a shell, in the stage's working
-directory, with the job's environment (thread count, `CUDA_VISIBLE_DEVICES`) and its output in a
+Every executor runs the stage's own `cmd` from `dvc.yaml` in a shell (locally, a plain `reprozoo ...`
+command is forked from a server that has imported torch once: the same command, without ~2 s of
+imports per run), in the stage's working directory, with the job's environment (thread count, `CUDA_VISIBLE_DEVICES`) and its output in a
 log file, and reports the command's exit status. The coordinator (`reprozoo.repro`) decides what
 runs where and records results in DVC; executors only run commands. SLURM and Ray assume the
 project folder is on a file system that every node sees at the same path (docs/scaling.md).
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,9 +80,10 @@ def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0)
         pass
 
 
-# modules a forked `reprozoo` command would import first: about 2 s of a run's start, most of a seed's
-# that only takes its block's result
-PRELOAD = ["torch", "dvclive", "setproctitle", "reprozoo.cli", "reprozoo.preflight", "reprozoo.recipes", "reprozoo.runs"]
+# modules a forked `reprozoo` command would import first: about 2 s of a run's start (most of a seed's
+# that only takes its block's result) and of a report stage's
+PRELOAD = ["torch", "dvclive", "setproctitle", "reprozoo.cli", "reprozoo.preflight", "reprozoo.recipes", "reprozoo.runs",
+           "reprozoo.compare", "reprozoo.reports", "reprozoo.ablations", "reprozoo.ablation_reports", "reprozoo.site"]
 _SHELL = re.compile(r"[;&|<>`$()*?\\\n~{}\[\]!#]")
 
 
@@ -130,14 +133,21 @@ class _Forked:
 
     def __init__(self, context, argv: list[str], job: Job):
         self.proc = context.Process(target=_cli_child, args=(argv, str(job.wdir), {**os.environ, **job.env}, str(job.log)))
-        self.proc.start()
+        main = sys.modules["__main__"]
+        # multiprocessing re-imports the parent's main module in the child (a `python -m reprozoo.cli` parent:
+        # the CLI again, with runpy's warning); the child needs only this module, so it gets none
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            self.proc.start()
+        finally:
+            sys.modules["__main__"] = main
         self.pid = self.proc.pid
 
     def poll(self) -> int | None:
         rc = self.proc.exitcode
         if rc is not None:
             self.proc.close()
-        return rc
+        return 128 - rc if rc is not None and rc < 0 else rc  # killed by a signal: as a shell reports it
 
     def stop(self, grace: float = 10.0) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -155,11 +165,13 @@ class _Forked:
 
 class LocalExecutor:
     """Processes on this machine: one per job, each in its own process group. Plain `reprozoo` commands
-    (every train stage's) are forked from a server that has imported torch and reprozoo once (`fork=True`,
-    Linux); any other command runs in a shell."""
+    (every train stage's) are forked from a server that has imported torch and reprozoo once (Linux;
+    `fork=False` or REPROZOO_FORK=0 turns it off); any other command runs in a shell."""
 
-    def __init__(self, fork: bool = True, threads: int = 1, preload: list[str] = ()):
+    def __init__(self, fork: bool | None = None, threads: int = 1, preload: list[str] = ()):
         self.procs: dict[str, tuple[object, object]] = {}
+        if fork is None:  # REPROZOO_FORK=0: every command in a shell, as `dvc repro` starts it
+            fork = os.environ.get("REPROZOO_FORK", "1") != "0"
         self.fork = fork and sys.platform.startswith("linux")
         self.threads = threads
         self.preload = PRELOAD + list(preload)  # e.g. the families the runs need

@@ -4,8 +4,9 @@ DVC runs stages one after another. This coordinator asks DVC which train stages 
 the stages they need have run through `dvc repro`, and after DVC's run-cache has restored what it
 can), runs each one's own `cmd` from `dvc.yaml` through an executor (`reprozoo.executors`), longest
 first, and records each finished run with DVC's own `commit` (`dvc commit -f STAGE`) only if it
-completed, its recipe hash is current, and none of its dependencies changed while it ran. Then
-`dvc repro` runs the comparisons and reports. Afterwards `dvc status` is clean and `dvc.lock` holds
+completed, its recipe hash is current, and none of its dependencies changed while it ran. Then the
+comparisons and reports run as `dvc repro` runs them (`finish`: DVC's order, run-cache, save and
+commit), their commands forked like the runs'. Afterwards `dvc status` is clean and `dvc.lock` holds
 what a serial `dvc repro` writes (tested; stage order aside, which DVC itself varies from one
 process to the next: its plan walks a graph built with Python's randomised string hashes). Only this process talks to DVC, so there is no race on
 DVC's repository lock (treeverse/dvc#10465).
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import ConfigError, ReprozooError
-from .executors import Job, LocalExecutor, was_killed
+from .executors import Job, LocalExecutor, wait_any, was_killed
 from .families import FAMILY_MODULES
 from .fingerprint import CODE_MANIFESTS, code_hashes
 from .runs import seed_block
@@ -502,8 +503,9 @@ def run_jobs(p: Plan, executor, *, slots: int, gpus: list[str] | None, retries: 
         while running:
             done = executor.poll()
             if not done:
-                # record in batches: while runs finish quickly, every 30 s (and when none is left running)
-                if finished and (time.monotonic() - last_record > 30 or len(finished) >= 4 * slots):
+                # record in batches: every 30 s (and when none is left running), not every few runs: a
+                # recording stops the launching, and seeds that only take their block's result end in a second
+                if finished and (time.monotonic() - last_record > 30 or len(finished) >= 64):
                     record_finished()
                 progress.draw(remaining())
                 time.sleep(0.5)
@@ -553,6 +555,42 @@ def downstream_ok_targets(targets: list[str], failed: list[str]) -> list[str]:
             if a in stages:
                 bad |= {s.addressing for s in nx.ancestors(repo.index.graph, stages[a])} | {a}
         return [a for a, s in stages.items() if a not in bad and not _is_train(s)]
+
+
+def finish(targets: list[str], ex: LocalExecutor, log_dir: Path) -> int:
+    """What `dvc repro TARGETS` does once the runs are recorded, with each pending stage's command run
+    through `ex` (forked from its preloaded server: a report stage no longer spends seconds importing
+    torch): in DVC's order, each changed stage is restored from DVC's run-cache or run (DVC's lock released
+    meanwhile, as DVC releases it), then saved and committed as `Stage.run` does. Stops at the first
+    failure, as DVC does; returns the exit status."""
+    with _dvc_repo() as repo:
+        with repo.lock:
+            order = list(_stages(repo, targets).items())
+        for addr, stage in order:
+            with repo.lock, _quiet_dvc():
+                if stage.frozen or not stage.cmd or not stage.changed():
+                    continue
+                if _restore(repo, stage):
+                    print(f"Stage '{addr}' is cached - skipping run, checking out outputs", file=sys.stderr)
+                    continue
+                stage.remove_outs(ignore_remove=False, force=False)
+            print(f"Running stage '{addr}':\n> {stage.cmd}", file=sys.stderr, flush=True)
+            log = log_dir / (addr.replace("/", "_").replace(":", "_") + ".log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.unlink(missing_ok=True)
+            ex.submit(Job(addr, stage.cmd, Path(stage.wdir), log))
+            rc = wait_any(ex, 0.05)[addr]
+            sys.stderr.write(log.read_text(errors="replace") if log.exists() else "")
+            if rc != 0:
+                print(f"ERROR: failed to reproduce '{addr}': {stage.cmd} exited with {rc}", file=sys.stderr)
+                return rc
+            with repo.lock, _quiet_dvc():
+                # DVC keeps a run-cache entry only for a stage whose outputs are all cached (metrics and plots aside)
+                no_cache = any(not o.use_cache for o in stage.outs if not (o.is_metric or o.is_plot))
+                stage.save(run_cache=not no_cache)
+                stage.commit()
+                stage.dump(update_pipeline=False)
+    return 0
 
 
 def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dict, threads: int = 1,
@@ -645,12 +683,14 @@ def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus:
         ex.close()
     if attached:
         _detached_file().unlink(missing_ok=True)
+    # the comparisons and reports run here, also when the runs went to SLURM or Ray
+    local = ex if isinstance(ex, LocalExecutor) else LocalExecutor(threads=threads, preload=[FAMILY_MODULES[f] for f in sorted(p.families)])
     if failed:
         print(f"{len(failed)} run(s) failed, {len(recorded)} recorded:", file=sys.stderr)
         for s, why in failed.items():
             print(f"  {s}: {why}", file=sys.stderr)
         rest = downstream_ok_targets(targets, list(failed))
         if rest:
-            _dvc("repro", *rest, check=False)
+            finish(rest, local, log_dir)
         return 1
-    return _dvc("repro", *targets, check=False)
+    return finish(targets, local, log_dir)
