@@ -290,6 +290,17 @@ def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_pa
     assert (tmp_path / "m.sha256").read_text().endswith("  f.txt\n")  # relative to the job's directory
     assert (tmp_path / "bad.log").read_text().startswith("reprozoo: error: ")  # one line, no traceback
     assert (tmp_path / "shell.log").read_text() == "hello\n"
+    # reprozoo's code edited since the server imported it: the next run starts fresh, with the new code
+    import reprozoo.executors as executors
+
+    real = executors._source_state
+    executors._source_state = lambda: {**real(), "edited.py": (1, 1)}
+    try:
+        ex.submit(Job("edited", "reprozoo fingerprint m2.sha256 f.txt", tmp_path, tmp_path / "edited.log"))
+        assert not isinstance(ex.procs["edited"][0], _Forked)
+        assert wait_any(ex, 0.05) == {"edited": 0}
+    finally:
+        executors._source_state = real
     # a forked run shows as its command, and stops with its process group: here one that waits for its data
     import fcntl
 

@@ -2,8 +2,8 @@
 
 Every executor runs the stage's own `cmd` from `dvc.yaml` in a shell (locally, a plain `reprozoo ...`
 command is forked from a server that has imported torch once: the same command, without ~2 s of
-imports per run), in the stage's working directory, with the job's environment (thread count, `CUDA_VISIBLE_DEVICES`) and its output in a
-log file, and reports the command's exit status. The coordinator (`reprozoo.repro`) decides what
+imports per run), in the stage's working directory, with the job's environment (thread count,
+`CUDA_VISIBLE_DEVICES`) and its output in a log file, and reports the command's exit status. The coordinator (`reprozoo.repro`) decides what
 runs where and records results in DVC; executors only run commands. SLURM and Ray assume the
 project folder is on a file system that every node sees at the same path (docs/scaling.md).
 """
@@ -127,6 +127,19 @@ def _cli_child(argv: list[str], cwd: str, env: dict, log: str) -> None:
     sys.exit(main(argv))
 
 
+def _source_state() -> dict[str, tuple[int, int]]:
+    """Modification time and size of every source file of the reprozoo package."""
+    package = Path(__file__).resolve().parent
+    out = {}
+    for f in package.rglob("*.py"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out[str(f)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
 class _Forked:
     """A job run by forking the executor's preloaded server (`multiprocessing`'s forkserver): the same
     command in the same interpreter, without importing torch again for every run."""
@@ -176,13 +189,16 @@ class LocalExecutor:
         self.threads = threads
         self.preload = PRELOAD + list(preload)  # e.g. the families the runs need
         self._context = None
+        self._code: dict = {}  # reprozoo's source files when the server imported them
 
     def _server(self):
-        """The forkserver context, started once with the run's thread count in its environment (OpenMP
-        reads it when torch is loaded)."""
+        """The forkserver context, started with the run's thread count in its environment (OpenMP reads it
+        when torch is loaded). multiprocessing keeps one server per process: the first executor's preload
+        and thread count hold for later ones."""
         if self._context is None:
             import multiprocessing
 
+            self._code = _source_state()
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(self.preload)  # a module that fails to import is skipped
             saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -203,6 +219,8 @@ class LocalExecutor:
     def submit(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         argv = cli_argv(job.cmd) if self.fork and not job.gpus and job.width == 1 else None
+        if argv is not None and self._context is not None and _source_state() != self._code:
+            argv = None  # reprozoo's code was edited since the server imported it: a fresh process runs the new code
         if argv is not None:
             self.procs[job.stage] = (_Forked(self._server(), argv, job), None)
             return
