@@ -273,6 +273,7 @@ def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_pa
 
     assert cli_argv("reprozoo run pipelines/a/x+cosine.yaml --seed 3") == ["run", "pipelines/a/x+cosine.yaml", "--seed", "3"]
     assert cli_argv("reprozoo run x --seed 0 > out") is None and cli_argv("python -m reprozoo.cli run x") is None
+    assert cli_argv("reprozoo run 'x --seed 0") is None  # left to the shell, which says what is wrong
     (tmp_path / "f.txt").write_text("x")
     ex = LocalExecutor(preload=["reprozoo.families.classification"])
     jobs = [Job("print", "reprozoo fingerprint m.sha256 f.txt", tmp_path, tmp_path / "print.log"),

@@ -69,12 +69,20 @@ def _start(cmd: str, cwd, env: dict, out) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _kill_group(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 10.0) -> None:
+def _signal_group(pid: int, sig) -> None:
     try:
-        os.killpg(proc.pid, sig)
+        os.killpg(pid, sig)
+    except ProcessLookupError:  # a forked run not yet its own session leader (or gone: raises again)
+        os.kill(pid, sig)
+
+
+def _kill_group(proc, sig=signal.SIGTERM, grace: float = 10.0) -> None:
+    """Stop `proc` (a `subprocess.Popen` or a `_Forked`) with its process group: `sig`, then SIGKILL after `grace` s."""
+    try:
+        _signal_group(proc.pid, sig)
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
     except ProcessLookupError:
         pass
@@ -92,7 +100,10 @@ def cli_argv(cmd: str) -> list[str] | None:
     PATH is this interpreter's own, else None."""
     if _SHELL.search(cmd):
         return None
-    argv = shlex.split(cmd)
+    try:
+        argv = shlex.split(cmd)
+    except ValueError:  # an unbalanced quote: the shell reports it as it would
+        return None
     if not argv or argv[0] != "reprozoo":
         return None
     found = shutil.which("reprozoo")
@@ -162,18 +173,12 @@ class _Forked:
             self.proc.close()
         return 128 - rc if rc is not None and rc < 0 else rc  # killed by a signal: as a shell reports it
 
-    def stop(self, grace: float = 10.0) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:  # not yet its own session leader, or gone
-                try:
-                    os.kill(self.pid, sig)
-                except ProcessLookupError:
-                    break
-            self.proc.join(grace)
-            if self.proc.exitcode is not None:
-                break
+    def wait(self, timeout: float | None = None) -> int:
+        """As `Popen.wait`: the exit status, or `subprocess.TimeoutExpired` after `timeout` s."""
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            raise subprocess.TimeoutExpired(self.proc.name, timeout)
+        return self.poll()
 
 
 class LocalExecutor:
@@ -241,10 +246,8 @@ class LocalExecutor:
 
     def cancel_all(self) -> None:
         for proc, out in self.procs.values():
-            if isinstance(proc, _Forked):
-                proc.stop()
-            else:
-                _kill_group(proc)
+            _kill_group(proc)
+            if out is not None:
                 out.close()
         self.procs.clear()
 

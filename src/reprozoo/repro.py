@@ -151,6 +151,16 @@ def _stages(repo, targets) -> dict:
     return {s.addressing: s for s in steps}
 
 
+def _log_file(log_dir: Path, stage: str) -> Path:
+    """Where a stage's command writes its output: `.reprozoo/logs/<stage address, / and : as _>.log`."""
+    return log_dir / (stage.replace("/", "_").replace(":", "_") + ".log")
+
+
+def _preload(families: set) -> list[str]:
+    """The modules of the runs' families, for the local executor's server to import once."""
+    return [FAMILY_MODULES[f] for f in sorted(families) if f in FAMILY_MODULES]
+
+
 def _is_train(stage) -> bool:
     return (stage.cmd or "").startswith(TRAIN_PREFIX)
 
@@ -196,7 +206,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
             p.hashes[s.addressing] = _dep_hashes(s)
             if not dry:
                 _remove_recorded_outs(s)
-            log = log_dir / (s.addressing.replace("/", "_").replace(":", "_") + ".log")
+            log = _log_file(log_dir, s.addressing)
             env = {"REPROZOO_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
             # a `devices: N` run is N processes: N GPUs from the pool, or N of the slots on CPUs
             p.jobs.append(Job(s.addressing, s.cmd, wdir, log, threads=threads, gpus=max(gpus, devices) if gpus else 0,
@@ -575,7 +585,7 @@ def finish(targets: list[str], ex: LocalExecutor, log_dir: Path) -> int:
                     continue
                 stage.remove_outs(ignore_remove=False, force=False)
             print(f"Running stage '{addr}':\n> {stage.cmd}", file=sys.stderr, flush=True)
-            log = log_dir / (addr.replace("/", "_").replace(":", "_") + ".log")
+            log = _log_file(log_dir, addr)
             log.parent.mkdir(parents=True, exist_ok=True)
             log.unlink(missing_ok=True)
             ex.submit(Job(addr, stage.cmd, Path(stage.wdir), log))
@@ -596,7 +606,7 @@ def finish(targets: list[str], ex: LocalExecutor, log_dir: Path) -> int:
 def make_executor(name: str, *, slots: int, gpus: list[str] | None, options: dict, threads: int = 1,
                   families: set = frozenset()):
     if name == "local":
-        return LocalExecutor(threads=threads, preload=[FAMILY_MODULES[f] for f in sorted(families) if f in FAMILY_MODULES])
+        return LocalExecutor(threads=threads, preload=_preload(families))
     if name == "slurm":
         from .executors import SubmititExecutor
 
@@ -684,7 +694,7 @@ def repro(pipelines: list[str], *, jobs: int = 2, executor: str = "local", gpus:
     if attached:
         _detached_file().unlink(missing_ok=True)
     # the comparisons and reports run here, also when the runs went to SLURM or Ray
-    local = ex if isinstance(ex, LocalExecutor) else LocalExecutor(threads=threads, preload=[FAMILY_MODULES[f] for f in sorted(p.families)])
+    local = ex if isinstance(ex, LocalExecutor) else LocalExecutor(threads=threads, preload=_preload(p.families))
     if failed:
         print(f"{len(failed)} run(s) failed, {len(recorded)} recorded:", file=sys.stderr)
         for s, why in failed.items():
