@@ -15,6 +15,10 @@ taken its own; this module only trains.
 
 `nn.GRU` has no vmap rule (`aten::gru.input`), so GRUs are run through `UnrolledGRU`, the same
 equations and the same parameter names, one time step at a time.
+
+A step's forward and backward are traced once (`make_fx`) and replayed as the recorded aten operations:
+the same kernels on the same shapes give the same bits, and the Python of vmap, functional_call and
+autograd, a third of a 5-seed CNN step, is paid once per block.
 """
 from __future__ import annotations
 
@@ -219,6 +223,16 @@ def _loss(logits, targets, label_smoothing: float):
     return F.cross_entropy(logits.reshape(s * b, c), t, label_smoothing=label_smoothing, reduction="none").view(s, b).mean(1)
 
 
+def _traced(fn, *example):
+    """`fn` recorded once as the aten operations it runs (`make_fx`, as AOTAutograd traces a joint forward
+    and backward) and replayed as a flat program: the same kernels on the same shapes, hence the same bits,
+    without the per-step Python of vmap, functional_call and autograd (a third of a 5-seed CNN step).
+    Shapes are fixed by the example, as a block's batches all have the same shape."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(fn)(*example)
+
+
 def _grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
     """Each seed's global gradient norm, (S,)."""
     return torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
@@ -257,6 +271,7 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
 
     forward_shared = vmap(one, in_dims=(0, 0, None))  # every seed sees the same batch
     forward_own = vmap(one, in_dims=(0, 0, 0))  # each seed its own (augmented) batch
+    names, plist = list(params), list(params.values())
 
     optimizer = _optimizer(o, params, "no_bias_decay" in trick)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -269,6 +284,18 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
     clip = trick["clip_grad"]["max_norm"] if "clip_grad" in trick else None
     augmented = bool(mixup or cutmix or erasing or cut)
     per_seed = s["shuffle"]  # then each seed has its own batches
+    forward = forward_own if augmented or per_seed else forward_shared
+
+    def losses_and_grads(weights: list, x, targets):
+        """Each seed's loss (S,) and the gradients of the stacked weights: seeds share no weights, so each
+        seed gets exactly its own gradients."""
+        with torch.enable_grad():
+            losses = _loss(forward(dict(zip(names, weights)), buffers, x), targets, label_smoothing)
+            return losses.detach(), torch.autograd.grad(losses.sum(), weights)
+
+    # The GRU's time loop unrolls into ~2,000 operations in a trace, which replay no faster than eager
+    trace = not any(isinstance(m, UnrolledGRU) for m in base.modules())
+    joint = None  # the step's function, traced at the first step
 
     start, window = 0, []
     ckpt = work / CHECKPOINT
@@ -364,21 +391,22 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
                     ys.append(yj)
                     rng[j] = torch.get_rng_state()
                 torch.set_rng_state(saved)
-                logits = forward_own(params, buffers, torch.stack(xs))
-                targets = torch.stack(ys)
-            elif per_seed:
-                logits, targets = forward_own(params, buffers, x), y
+                x, targets = torch.stack(xs), torch.stack(ys)
+            elif not per_seed:
+                targets = y.expand(k, -1)
             else:
-                logits, targets = forward_shared(params, buffers, x), y.expand(k, -1)
-            losses = _loss(logits, targets, label_smoothing)
-            bad = ~torch.isfinite(losses.detach())
+                targets = y
+            if joint is None:
+                joint = _traced(losses_and_grads, plist, x, targets) if trace else losses_and_grads
+            with torch.no_grad():
+                losses, grads = joint(plist, x, targets)
+            bad = ~torch.isfinite(losses)
             if bad.any():
                 raise NonFiniteStep(f"the forward pass gave a non-finite loss at step {step + 1} for seed(s) "
                                     f"{[seeds[j] for j in bad.nonzero().flatten().tolist()]} of block {seeds[0]}-{seeds[-1]}"
                                     f"; training stopped, the block's last checkpoint is in {work}")
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # seeds share no weights, so each gets exactly its own gradients
-            grads = [p.grad for p in params.values()]
+            for p, g in zip(plist, grads):
+                p.grad = g
             norms = _grad_norms(grads)
             bad = ~torch.isfinite(norms)
             if bad.any():
