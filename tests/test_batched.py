@@ -91,6 +91,28 @@ def test_same_bits_whichever_seed_asks_and_after_a_kill(project):
     assert {s: _outputs("blk", s) for s in (0, 3)} == first
 
 
+@pytest.mark.parametrize("extra", ["", "tricks: [mixup, label_smoothing, {name: clip_grad, max_norm: 1.0}]\n"])
+def test_a_traced_step_trains_the_same_bits_as_the_eager_step(project, monkeypatch, extra):
+    """The replayed trace and the eager step: the same metrics, curves and predictions, byte for byte, with
+    the shared batch and with each seed's own mixed batch and soft targets."""
+    from reprozoo.families.classification import batched
+
+    traces, real = [], batched._traced
+    monkeypatch.setattr(batched, "_traced", lambda *a: traces.append(a) or real(*a))
+    r = _recipe(project, iters=90, interval=30, extra=extra)
+    for seed in (0, 4):
+        execute(r, seed, progress=False)
+    assert len(traces) == 1  # traced once, at the block's first step
+    traced = {s: _outputs("blk", s) | {"p": (run_dir("blk", s) / "predictions.csv").read_bytes()} for s in (0, 4)}
+    monkeypatch.setattr(batched, "TRACE", False)
+    shutil.rmtree(project / ".reprozoo/work/blk")
+    shutil.rmtree(project / "runs/blk")
+    for seed in (0, 4):
+        execute(r, seed, progress=False)
+    assert len(traces) == 1
+    assert {s: _outputs("blk", s) | {"p": (run_dir("blk", s) / "predictions.csv").read_bytes()} for s in (0, 4)} == traced
+
+
 def test_unrolled_gru_is_nn_gru():
     from reprozoo.families.classification.batched import UnrolledGRU, vmappable
     from reprozoo.families.classification.zoo.mnist1d import GRU

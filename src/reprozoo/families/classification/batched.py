@@ -45,6 +45,7 @@ TRICKS = {"cosine", "warmup", "longer_schedule", "label_smoothing", "mixup", "cu
 # modules whose state or randomness is shared across the batch: not per seed under vmap
 UNBATCHED = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 CHECKPOINT = "block.pth"
+TRACE = True  # replay each block's step from one trace (`_traced`); False runs it eagerly, with the same bits
 
 
 class UnrolledGRU(nn.Module):
@@ -294,7 +295,7 @@ def train(recipe, seeds: list[int], ctxs: list, work: Path, progress: bool = Tru
             return losses.detach(), torch.autograd.grad(losses.sum(), weights)
 
     # The GRU's time loop unrolls into ~2,000 operations in a trace, which replay no faster than eager
-    trace = not any(isinstance(m, UnrolledGRU) for m in base.modules())
+    trace = TRACE and not any(isinstance(m, UnrolledGRU) for m in base.modules())
     joint = None  # the step's function, traced at the first step
 
     start, window = 0, []
