@@ -18,7 +18,7 @@ equations and the same parameter names, one time step at a time.
 
 A step's forward and backward are traced once (`make_fx`) and replayed as the recorded aten operations:
 the same kernels on the same shapes give the same bits, and the Python of vmap, functional_call and
-autograd, a third of a 5-seed CNN step, is paid once per block.
+autograd, about a quarter of a 5-seed CNN step (benchmarks/traced_step.py), is paid once per block.
 """
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def _loss(logits, targets, label_smoothing: float):
 def _traced(fn, *example):
     """`fn` recorded once as the aten operations it runs (`make_fx`, as AOTAutograd traces a joint forward
     and backward) and replayed as a flat program: the same kernels on the same shapes, hence the same bits,
-    without the per-step Python of vmap, functional_call and autograd (a third of a 5-seed CNN step).
+    without the per-step Python of vmap, functional_call and autograd (about a quarter of a 5-seed CNN step).
     Shapes are fixed by the example, as a block's batches all have the same shape."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
