@@ -113,6 +113,22 @@ def test_a_traced_step_trains_the_same_bits_as_the_eager_step(project, monkeypat
     assert {s: _outputs("blk", s) | {"p": (run_dir("blk", s) / "predictions.csv").read_bytes()} for s in (0, 4)} == traced
 
 
+def test_a_step_that_branches_on_a_value_is_not_traced():
+    from torch.fx import GraphModule
+
+    from reprozoo.families.classification.batched import _traced
+
+    def plain(x):
+        return x * 2
+
+    def branching(x):
+        return x * 2 if x.sum() > 0 else x * 3
+
+    assert isinstance(_traced(plain, torch.ones(3)), GraphModule)
+    step = _traced(branching, torch.ones(3))
+    assert step is branching and step(-torch.ones(3)).tolist() == [-3.0, -3.0, -3.0]
+
+
 def test_unrolled_gru_is_nn_gru():
     from reprozoo.families.classification.batched import UnrolledGRU, vmappable
     from reprozoo.families.classification.zoo.mnist1d import GRU

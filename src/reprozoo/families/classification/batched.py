@@ -228,10 +228,14 @@ def _traced(fn, *example):
     """`fn` recorded once as the aten operations it runs (`make_fx`, as AOTAutograd traces a joint forward
     and backward) and replayed as a flat program: the same kernels on the same shapes, hence the same bits,
     without the per-step Python of vmap, functional_call and autograd (about a quarter of a 5-seed CNN step).
-    Shapes are fixed by the example, as a block's batches all have the same shape."""
+    Shapes are fixed by the example, as a block's batches all have the same shape. A step the tracer refuses
+    (a model that branches on a tensor's value) stays eager: `fn` itself."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    return make_fx(fn)(*example)
+    try:
+        return make_fx(fn)(*example)
+    except RuntimeError:  # make_fx raises on reading a value out of a traced tensor, rather than bake a branch
+        return fn
 
 
 def _grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
