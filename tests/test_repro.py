@@ -266,7 +266,7 @@ def test_an_openmmlab_recipe_without_the_extra_names_the_install_command(tmp_pat
     families.require("classification")  # nothing needed
 
 
-def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_path):
+def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_path, monkeypatch):
     """A train stage's `reprozoo ...` is forked from the preloaded server: its exit status, output, working
     directory, environment and process title are those of the shell's run; other commands go to a shell."""
     from reprozoo.executors import Job, LocalExecutor, _Forked, cli_argv, wait_any
@@ -295,13 +295,11 @@ def test_local_executor_forks_plain_reprozoo_commands_and_shells_the_rest(tmp_pa
     import reprozoo.executors as executors
 
     real = executors._source_state
-    executors._source_state = lambda: {**real(), "edited.py": (1, 1)}
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(executors, "_source_state", lambda: {**real(), "edited.py": (1, 1)})
         ex.submit(Job("edited", "reprozoo fingerprint m2.sha256 f.txt", tmp_path, tmp_path / "edited.log"))
         assert not isinstance(ex.procs["edited"][0], _Forked)
         assert wait_any(ex, 0.05) == {"edited": 0}
-    finally:
-        executors._source_state = real
     # a forked run shows as its command, and stops with its process group: here one that waits for its data
     import fcntl
 
