@@ -150,11 +150,12 @@ def test_unrolled_gru_is_nn_gru():
         torch.testing.assert_close(p.grad, grads[k], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("model", ["mnist1d_cnn", "mnist1d_gru"])
+@pytest.mark.parametrize("model,shape", [("mnist1d_cnn", (40,)), ("mnist1d_gru", (40,)), ("lenet5", (1, 28, 28))])
 @pytest.mark.parametrize("shared", [True, False])
-def test_stacked_layers_under_vmap_equal_torch_layers(model, shared):
-    """Conv1dIm2col and GRURecurrence (their vmap rules, forward and hand-written backward) give each
-    seed of a stacked model what nn.Conv1d / nn.GRU give its own network (float64, to rounding)."""
+def test_stacked_layers_under_vmap_equal_torch_layers(model, shape, shared):
+    """Conv1dIm2col, GRURecurrence and Conv2dPerSeed (their vmap rules, forward and hand-written backward)
+    give each seed of a stacked model what nn.Conv1d / nn.GRU / nn.Conv2d give its own network (float64, to
+    rounding; LeNet-5's C3 is a masked convolution)."""
     from torch.func import functional_call, stack_module_state, vmap
 
     from reprozoo.families.classification.batched import Im2colConv1d, UnrolledGRU, vmappable
@@ -165,12 +166,12 @@ def test_stacked_layers_under_vmap_equal_torch_layers(model, shared):
     nets = [vmappable(MODELS.build({"name": model}).double()) for _ in range(3)]
     for ref, net in zip(refs, nets):
         net.load_state_dict(ref.state_dict())
-    assert any(isinstance(m, (Im2colConv1d, UnrolledGRU)) for m in nets[0].modules())
+    assert any(isinstance(m, (Im2colConv1d, UnrolledGRU)) or "_conv_forward" in vars(m) for m in nets[0].modules())
     params, buffers = stack_module_state(nets)
     for p in params.values():
         p.requires_grad_(True)
     base = nets[0].to("meta")
-    x = torch.randn(7, 40, dtype=torch.float64) if shared else torch.randn(3, 7, 40, dtype=torch.float64)
+    x = torch.randn(7, *shape, dtype=torch.float64) if shared else torch.randn(3, 7, *shape, dtype=torch.float64)
     out = vmap(lambda p, b, xx: functional_call(base, (p, b), (xx,)), in_dims=(0, 0, None if shared else 0))(params, buffers, x)
     out.pow(2).sum().backward()
     for j, ref in enumerate(refs):

@@ -1,10 +1,12 @@
 """MNIST from tiny idx files in the official format, and LeNet-5 as the paper describes it."""
 import gzip
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import write
 
 from reprozoo.datasets_store import DataError, prepare
 from reprozoo.families.classification.datasets import DATASETS
@@ -54,12 +56,12 @@ def test_lenet5_matches_the_paper():
     torch.manual_seed(0)
     net = MODELS.build({"name": "lenet5"})
     # sec. II.B: C1 156, S2 12, C3 1516 (Table I connections), S4 32, C5 48120, F6 10164 trainable parameters
-    c3 = int(net.c3_mask.sum()) * 25 + 16
+    c3 = int(net.c3.mask.sum()) * 25 + 16
     sizes = {"c1": 156, "s2": 12, "s4": 32, "c5": 48120, "f6": 10164}
     for name, n in sizes.items():
         assert sum(p.numel() for p in getattr(net, name).parameters()) == n, name
     assert c3 == 1516
-    assert [tuple(int(i) for i in net.c3_mask[j, :, 0, 0].nonzero().flatten()) for j in range(16)] == mnist.C3_TABLE
+    assert [tuple(int(i) for i in net.c3.mask[j, :, 0, 0].nonzero().flatten()) for j in range(16)] == mnist.C3_TABLE
     x = torch.zeros(5, 1, 28, 28)
     assert net(x).shape == (5, 10)
     bound = 2.4 / 25  # Appendix B: uniform in +-2.4 / fan-in
@@ -80,3 +82,58 @@ def test_lenet5_recipe_trains_on_idx_data(project, monkeypatch, tmp_path):
     _store(tmp_path, monkeypatch)
     m = short_run(project, "lenet5_mnist", iters=20, batch=10, eval_batch=6)
     assert 0 <= m["test"]["accuracy"] <= 100
+
+
+def test_a_lenet5_seed_block_gives_the_same_bits_traced_eager_and_resumed(project, monkeypatch, tmp_path):
+    """LeNet-5's seed block (one convolution per seed, each seed its own shuffled batches, batches straddling
+    passes): the traced and the eager step write the same bytes, and so does a block stopped after a
+    checkpoint and resumed; the seeds' orders differ."""
+    from reprozoo.families.classification import batched
+    from reprozoo.recipes import load_recipe
+    from reprozoo.runs import execute, run_dir
+
+    _store(tmp_path, monkeypatch)  # 30 training images: batches of 8 straddle each pass
+    write(project / "recipes/classification/lb.yaml", "extends: lenet5_mnist\nschedule: {iters: 12, batch_size: 8, "
+          "milestones: [6]}\neval: {interval: 4, batch_size: 5}\ncheckpoint_interval: 4\n")
+    r = load_recipe("lb")
+
+    def outputs():
+        files = {}
+        for seed in (0, 4):
+            d = run_dir("lb", seed)
+            files |= {(seed, f.name): f.read_bytes() for f in [d / "metrics.json", d / "predictions.csv",
+                                                               *sorted((d / "dvclive/plots/metrics").glob("*.tsv"))]}
+        return files
+
+    def fresh():
+        for d in (project / ".reprozoo/work/lb", project / "runs/lb"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    for seed in (0, 4):
+        execute(r, seed, progress=False)
+    traced = outputs()
+    assert traced[0, "grad_norm.tsv"] != traced[4, "grad_norm.tsv"]
+    assert len(traced[0, "grad_norm.tsv"].splitlines()) == 13  # header and one row per step
+    fresh()
+    monkeypatch.setattr(batched, "TRACE", False)
+    for seed in (0, 4):
+        execute(r, seed, progress=False)
+    assert outputs() == traced
+    # stop the block at step 7, after its checkpoint at step 4; the next run resumes there
+    fresh()
+    monkeypatch.setattr(batched, "TRACE", True)
+    calls, norms = [], batched._grad_norms
+
+    def stop_at_7(grads):
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("stopped")
+        return norms(grads)
+    monkeypatch.setattr(batched, "_grad_norms", stop_at_7)
+    with pytest.raises(RuntimeError, match="stopped"):
+        execute(r, 0, progress=False)
+    assert list((project / ".reprozoo/work/lb").glob("seeds0-4-*/block.pth"))
+    for seed in (0, 4):
+        execute(r, seed, progress=False)
+    assert len(calls) == 7 + 8  # steps 5-12 again
+    assert outputs() == traced

@@ -3,15 +3,18 @@
 Under `torch.vmap` a Function's `vmap` rule receives the stacked tensors of all seeds at once
 (`torch.autograd.Function.vmap`): here the rule moves the seed dimension to the front and calls the
 same Function on the plain tensors, whose forward and backward are written for any leading
-dimensions. Two layers need it:
+dimensions. Three layers need it:
 
 - the GRU recurrence: `nn.GRU` has no vmap rule (`aten::gru.input`), and unrolled into per-step
   tensor operations it records ~30 autograd nodes per time step; `GRURecurrence` runs the time loop
   without autograd and back-propagates through time by hand (one pass, the same equations);
 - `Conv1d`: vmap turns it into a grouped convolution whose oneDNN backward costs ~3x the forward;
-  `Conv1dIm2col` is the same convolution as one batched matmul over im2col columns.
+  `Conv1dIm2col` is the same convolution as one batched matmul over im2col columns;
+- `Conv2d`: the same grouped convolution; `Conv2dPerSeed` runs each seed's convolution and its
+  backward as a one-seed network does (the kernels LeNet-5's bare loop runs), one call per seed,
+  which a traced step replays without Python.
 
-Both are tested against PyTorch's own layers (outputs and gradients) in tests/test_batched.py.
+All are tested against PyTorch's own layers (outputs and gradients) in tests/test_batched.py.
 """
 from __future__ import annotations
 
@@ -168,3 +171,71 @@ class Conv1dIm2col(torch.autograd.Function):
             x = x.expand(info.batch_size, *x.shape[1:])
         out, cols = Conv1dIm2col.apply(x, weight, bias, stride, padding)
         return (out, cols), (0, None)
+
+
+def _conv2d_backward(g, x, w, needs, stride, padding, dilation, groups):
+    """The input, weight and bias gradients of one `F.conv2d` (those `needs` asks for, else None). For a plain
+    convolution (stride 1, no dilation or groups) the weight's is itself a convolution, of the input's
+    channels with the output gradient's over the batch: oneDNN's weight-gradient kernel took 2.3x as long
+    on LeNet-5's C1 (1 input channel) and 1.7x on C5 (1x1 output) on one thread of this project's CPU."""
+    plain = tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+    dx = dw = None
+    if needs[0] or (needs[1] and not plain):
+        dx, dw, _ = torch.ops.aten.convolution_backward(g, x, w, None, stride, padding, dilation, False, [0, 0], groups,
+                                                        [needs[0], needs[1] and not plain, False])
+    if needs[1] and plain:
+        dw = torch.nn.functional.conv2d(x.transpose(0, 1), g.transpose(0, 1), padding=padding).transpose(0, 1)
+    return dx, dw, g.sum((0, 2, 3)) if needs[2] else None
+
+
+class Conv2dPerSeed(torch.autograd.Function):
+    """`F.conv2d(x, weight, bias, stride, padding, dilation, groups)` for weight (..., O, C/groups, kh, kw),
+    bias (..., O) or None and x (..., B, C, H, W), or x (B, C, H, W) for every weight alike: one convolution
+    per leading index, forward and backward (`aten.convolution_backward`)."""
+
+    @staticmethod
+    def forward(x, weight, bias, stride, padding, dilation, groups):
+        if weight.ndim == 4:
+            return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        lead, shared = weight.shape[:-4], x.ndim == 4
+        w = weight.reshape(-1, *weight.shape[-4:])
+        b = bias.reshape(-1, bias.shape[-1]) if bias is not None else [None] * w.shape[0]
+        xs = x.unsqueeze(0).expand(w.shape[0], *x.shape) if shared else x.reshape(-1, *x.shape[-4:])
+        out = torch.stack([torch.nn.functional.conv2d(xs[i], w[i], b[i], stride, padding, dilation, groups)
+                           for i in range(w.shape[0])])
+        return out.reshape(*lead, *out.shape[1:])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.conv = bias is not None, (stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        if weight.ndim == 4:
+            return (*_conv2d_backward(grad_out, x, weight, needs, *ctx.conv), None, None, None, None)
+        shared = x.ndim == 4
+        w = weight.reshape(-1, *weight.shape[-4:])
+        g = grad_out.reshape(w.shape[0], *grad_out.shape[-4:])
+        xs = x.unsqueeze(0).expand(w.shape[0], *x.shape) if shared else x.reshape(-1, *x.shape[-4:])
+        parts = [_conv2d_backward(g[i], xs[i], w[i], needs, *ctx.conv) for i in range(w.shape[0])]
+        dx = dw = db = None
+        if needs[0]:
+            dx = torch.stack([p[0] for p in parts])
+            dx = dx.sum(0) if shared else dx.reshape(x.shape)
+        if needs[1]:
+            dw = torch.stack([p[1] for p in parts]).reshape(weight.shape)
+        if needs[2]:
+            db = torch.stack([p[2] for p in parts]).reshape(weight.shape[:-4] + weight.shape[-4:-3])
+        return dx, dw, db, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
+        x_dim, w_dim, b_dim = in_dims[:3]
+        x = x.movedim(x_dim, 0) if x_dim is not None else x  # unbatched: every seed sees the same batch
+        weight = _front(weight, w_dim, info.batch_size)
+        bias = _front(bias, b_dim, info.batch_size) if bias is not None else None
+        return Conv2dPerSeed.apply(x, weight, bias, stride, padding, dilation, groups), 0

@@ -100,6 +100,17 @@ class Subsample(nn.Module):
         return 4 * F.avg_pool2d(x, 2) * self.coef.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+class MaskedConv2d(nn.Conv2d):
+    """A convolution whose weight is multiplied by a fixed 0/1 `mask` (O, C, 1, 1): C3's partial connections."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask: torch.Tensor):
+        super().__init__(in_channels, out_channels, kernel_size)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
 @MODELS.register("lenet5", source="LeCun et al. 1998, sec. II.B, Table I, Appendix A")
 class LeNet5(nn.Module):
     """LeNet-5: C1 6@5x5, S2, C3 16@5x5 (Table I connections), S4, C5 120, F6 84, then 10 outputs; scaled tanh."""
@@ -109,11 +120,10 @@ class LeNet5(nn.Module):
         self.background = background
         self.c1 = nn.Conv2d(1, 6, 5)
         self.s2 = Subsample(6)
-        self.c3 = nn.Conv2d(6, 16, 5)
         mask = torch.zeros(16, 6, 1, 1)
         for j, inputs in enumerate(C3_TABLE):
             mask[j, list(inputs)] = 1
-        self.register_buffer("c3_mask", mask, persistent=False)
+        self.c3 = MaskedConv2d(6, 16, 5, mask)
         self.s4 = Subsample(16)
         self.c5 = nn.Conv2d(16, 120, 5)
         self.f6 = nn.Linear(120, 84)
@@ -131,6 +141,6 @@ class LeNet5(nn.Module):
         if x.shape[-1] == 28:  # the paper centres the 28x28 digit in a 32x32 field of background
             x = F.pad(x, (2, 2, 2, 2), value=self.background)
         h = squash(self.s2(squash(self.c1(x))))
-        h = squash(self.s4(squash(F.conv2d(h, self.c3.weight * self.c3_mask, self.c3.bias))))
+        h = squash(self.s4(squash(self.c3(h))))
         h = squash(self.c5(h)).flatten(1)
         return self.out(squash(self.f6(h)))
