@@ -25,6 +25,19 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def run_outputs(name: str, seed: int, predictions: bool = False) -> dict:
+    """A run's result files by name: metrics.json and every curve (and predictions.csv), as bytes."""
+    from reprozoo.runs import run_dir
+
+    d = run_dir(name, seed)
+    files = {"metrics.json": (d / "metrics.json").read_bytes()}
+    if predictions:
+        files["predictions.csv"] = (d / "predictions.csv").read_bytes()
+    for tsv in sorted((d / "dvclive/plots/metrics").glob("*.tsv")):
+        files[tsv.name] = tsv.read_bytes()
+    return files
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A scratch reprozoo project: the repo's recipes and claims plus a tiny recipe, cwd set to it."""

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import reprozoo, write
+from conftest import reprozoo, run_outputs, write
 
 from reprozoo.errors import ConfigError, NonFiniteStep
 from reprozoo.recipes import load_recipe
@@ -27,14 +27,6 @@ checkpoint_interval: {interval}
 def _recipe(project, name="blk", iters=120, interval=40, extra=""):
     write(project / f"recipes/classification/{name}.yaml", BLOCK.format(iters=iters, interval=interval, extra=extra))
     return load_recipe(name)
-
-
-def _outputs(name: str, seed: int) -> dict:
-    d = run_dir(name, seed)
-    files = {"metrics.json": (d / "metrics.json").read_bytes()}
-    for tsv in sorted((d / "dvclive/plots/metrics").glob("*.tsv")):
-        files[tsv.name] = tsv.read_bytes()
-    return files
 
 
 def test_a_block_trains_all_its_seeds_once_and_each_stage_takes_its_own(project, monkeypatch):
@@ -68,10 +60,10 @@ def test_same_bits_whichever_seed_asks_and_after_a_kill(project):
     r = _recipe(project, iters=300, interval=100)
     execute(r, 0, progress=False)
     execute(r, 3, progress=False)
-    first = {s: _outputs("blk", s) for s in (0, 3)}
+    first = {s: run_outputs("blk", s) for s in (0, 3)}
     execute(r, 3, force=True, progress=False)  # --force trains the block again, this time for seed 3
     execute(r, 0, progress=False)
-    assert {s: _outputs("blk", s) for s in (0, 3)} == first
+    assert {s: run_outputs("blk", s) for s in (0, 3)} == first
     # kill a fresh training after its first checkpoint, then run again: it resumes there
     shutil.rmtree(project / ".reprozoo/work/blk")
     shutil.rmtree(project / "runs/blk")
@@ -88,7 +80,7 @@ def test_same_bits_whichever_seed_asks_and_after_a_kill(project):
     env = json.loads((run_dir("blk", 3) / "env.json").read_text())
     assert env["resumed_from_iter"] in (100, 200), out.stderr
     reprozoo("run", "blk", "--seed", "0", cwd=project)
-    assert {s: _outputs("blk", s) for s in (0, 3)} == first
+    assert {s: run_outputs("blk", s) for s in (0, 3)} == first
 
 
 @pytest.mark.parametrize("extra", ["", "tricks: [mixup, label_smoothing, {name: clip_grad, max_norm: 1.0}]\n"])
@@ -103,14 +95,14 @@ def test_a_traced_step_trains_the_same_bits_as_the_eager_step(project, monkeypat
     for seed in (0, 4):
         execute(r, seed, progress=False)
     assert len(traces) == 1  # traced once, at the block's first step
-    traced = {s: _outputs("blk", s) | {"p": (run_dir("blk", s) / "predictions.csv").read_bytes()} for s in (0, 4)}
+    traced = {s: run_outputs("blk", s, predictions=True) for s in (0, 4)}
     monkeypatch.setattr(batched, "TRACE", False)
     shutil.rmtree(project / ".reprozoo/work/blk")
     shutil.rmtree(project / "runs/blk")
     for seed in (0, 4):
         execute(r, seed, progress=False)
     assert len(traces) == 1
-    assert {s: _outputs("blk", s) | {"p": (run_dir("blk", s) / "predictions.csv").read_bytes()} for s in (0, 4)} == traced
+    assert {s: run_outputs("blk", s, predictions=True) for s in (0, 4)} == traced
 
 
 def test_a_step_that_branches_on_a_value_is_not_traced():

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import write
+from conftest import run_outputs, write
 
 from reprozoo.datasets_store import DataError, prepare
 from reprozoo.families.classification.datasets import DATASETS
@@ -90,7 +90,7 @@ def test_a_lenet5_seed_block_gives_the_same_bits_traced_eager_and_resumed(projec
     checkpoint and resumed; the seeds' orders differ."""
     from reprozoo.families.classification import batched
     from reprozoo.recipes import load_recipe
-    from reprozoo.runs import execute, run_dir
+    from reprozoo.runs import execute
 
     _store(tmp_path, monkeypatch)  # 30 training images: batches of 8 straddle each pass
     write(project / "recipes/classification/lb.yaml", "extends: lenet5_mnist\nschedule: {iters: 12, batch_size: 8, "
@@ -98,12 +98,7 @@ def test_a_lenet5_seed_block_gives_the_same_bits_traced_eager_and_resumed(projec
     r = load_recipe("lb")
 
     def outputs():
-        files = {}
-        for seed in (0, 4):
-            d = run_dir("lb", seed)
-            files |= {(seed, f.name): f.read_bytes() for f in [d / "metrics.json", d / "predictions.csv",
-                                                               *sorted((d / "dvclive/plots/metrics").glob("*.tsv"))]}
-        return files
+        return {seed: run_outputs("lb", seed, predictions=True) for seed in (0, 4)}
 
     def fresh():
         for d in (project / ".reprozoo/work/lb", project / "runs/lb"):
@@ -112,8 +107,8 @@ def test_a_lenet5_seed_block_gives_the_same_bits_traced_eager_and_resumed(projec
     for seed in (0, 4):
         execute(r, seed, progress=False)
     traced = outputs()
-    assert traced[0, "grad_norm.tsv"] != traced[4, "grad_norm.tsv"]
-    assert len(traced[0, "grad_norm.tsv"].splitlines()) == 13  # header and one row per step
+    assert traced[0]["grad_norm.tsv"] != traced[4]["grad_norm.tsv"]
+    assert len(traced[0]["grad_norm.tsv"].splitlines()) == 13  # header and one row per step
     fresh()
     monkeypatch.setattr(batched, "TRACE", False)
     for seed in (0, 4):
