@@ -45,7 +45,10 @@ def test_every_claim_is_listed_with_its_reported_verdict(built, project):
         for c in load_baseline(name).claims:
             expected[(name, c.label)] = reported[c.label]["verdict"] if c.label in reported else "not run"
     assert listed == expected and len(listed) >= 60
-    assert expected[("mnist1d", "mnist1d_cnn:accuracy")] == "reproduced" and expected[("lenet5_mnist", "lenet5_mnist:accuracy")] == "below"
+    # the committed reports hold more than one kind of verdict, and claims not run yet; which verdict a
+    # claim has is the reports' business (a re-run on another CPU may change it), not this test's
+    kinds = set(expected.values())
+    assert "reproduced" in kinds and kinds & {"below", "inconclusive", "above"} and "not run" in kinds
     assert out / "runs/mnist1d_cnn.html" in files and out / "baselines/cifar100_resnet50.html" in files
     assert "uv run reprozoo repro cifar100_resnet50" in (out / "index.html").read_text()  # not run yet: the command
 
