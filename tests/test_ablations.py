@@ -94,6 +94,7 @@ def test_statistics_and_writers_on_fixed_inputs(project):
     assert loo[0]["trick"] == "cosine" and loo[0]["difference"] == pytest.approx(
         sum(a - b for a, b in zip(FIXED["tiny_tricks+cosine+label_smoothing"], FIXED["tiny_tricks+label_smoothing"])) / 5)
     assert result["arms"]["tiny_mlp"]["mean"] == pytest.approx(70.2) and result["runs"] == 20
+    assert result["train_wall_seconds_by_recipe"] == {a: 2.0 for a in FIXED}  # what `reprozoo repro` plans by
     assert loo[1]["trick"] == "label_smoothing(epsilon=0.1)" or loo[1]["trick"] == "label_smoothing"
     assert loo[1]["published_delta"] == 0.4
 

@@ -1,4 +1,5 @@
 """`reprozoo repro`: pending runs side by side, recorded in DVC as a serial `dvc repro` records them."""
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,15 @@ def test_longest_first_from_earlier_wall_times_and_dry_listing(tmp_path):
     stage = "pipelines/tiny/dvc.yaml:train_tiny_mlp"
     assert [ln.split()[0] for ln in lines] == [f"{stage}@{s}" for s in (0, 1, 2)] + [f"{stage}2@{s}" for s in (0, 1, 2)]
     assert all("time unknown" in ln for ln in lines) and "6 pending runs" in out.stderr
+    # a fresh clone has no runs: the committed reports' seconds per run (a baseline's and an ablation's)
+    (root / "reports/ablations").mkdir(parents=True, exist_ok=True)
+    (root / "reports/tiny.json").write_text(json.dumps({"environment": {"train_wall_seconds_by_recipe": {"tiny_mlp": 40.0}}}))
+    (root / "reports/ablations/a.json").write_text(json.dumps({"train_wall_seconds_by_recipe": {"tiny_mlp2": 4.0}}))
+    (root / "reports/broken.json").write_text("[1, 2]")  # another shape: no estimate, no error
+    lines = _reprozoo_repro(root, "tiny", "--dry").stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == [f"{stage}@{s}" for s in (0, 1, 2)] + [f"{stage}2@{s}" for s in (0, 1, 2)]
+    assert "~40 s" in lines[0] and "~4 s" in lines[-1]
+    # this machine's own times win over the reports'
     (root / ".reprozoo").mkdir()
     (root / ".reprozoo" / "timings.json").write_text('{"tiny_mlp": 5.0, "tiny_mlp2": 50.0}')
     lines = _reprozoo_repro(root, "tiny", "--dry").stdout.splitlines()

@@ -103,6 +103,7 @@ def test_seeds_from_two_machines_are_flagged_with_per_machine_means(project):
             "command": "reprozoo run", "started_utc": "2026-01-01T00:00:00+00:00"}))
     result = compare("mnist1d", seeds=[0, 1, 2, 3, 4])
     cnn = result["claims"]["mnist1d_cnn:accuracy"]
+    assert result["environment"]["train_wall_seconds_by_recipe"] == {"mnist1d_cnn": 1.0}  # the only recipe run
     assert [(m["seeds"], round(m["mean"], 2)) for m in cnn["machines"]] == [([0, 1], 93.1), ([2, 3, 4], 92.2)]
     assert 0 <= cnn["stability"] <= 1 and cnn["fragile"] == (cnn["stability"] < STABLE)
     md = markdown(result)

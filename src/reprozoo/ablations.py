@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from . import paths, yamlfile
+from .compare import wall_by_recipe
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json
 from .recipes import load_recipe, recipe_names, validate_recipe
@@ -217,9 +218,11 @@ def analyze(ab: Ablation) -> dict:
                         **{k: _clean(v) for k, v in asdict(st).items() if k not in ("arm", "reference", "seeds")},
                         "published_delta": pub["delta"] if pub else None, "published_source": pub["source"] if pub else None})
         result["modes"][mode] = out
-    envs = [read_json(run_dir(a, s) / "env.json") for a in values for s in ab.config["seeds"]]
+    by_arm = {a: [read_json(run_dir(a, s) / "env.json") for s in ab.config["seeds"]] for a in values}
+    envs = [e for es in by_arm.values() for e in es]
     result["runs"] = len(envs)
     result["train_wall_seconds_total"] = round(sum(e["wall_seconds"] for e in envs), 1)
+    result["train_wall_seconds_by_recipe"] = wall_by_recipe(by_arm)
     result["latest_run_utc"] = max(e["started_utc"] for e in envs)
     write_json(paths.reports_dir() / "ablations" / f"{ab.name}.json", result)
     return result

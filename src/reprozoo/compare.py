@@ -85,13 +85,15 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
         entry["machines"] = _by_machine({s: run_file(c.recipe, s, "env.json") for s in entry["seeds"]},
                                         dict(zip(entry["seeds"], values)))
         out["claims"][c.label] = entry
-    out["spread"], envs = {}, []  # every recipe of the baseline, claimed or not
+    out["spread"], envs = {}, {}  # every recipe of the baseline, claimed or not
     for r in baseline.all_recipes:
         done = existing_seeds(r)
         used = [s for s in (seeds if seeds is not None else done) if s in done]
-        envs += [run_file(r, s, "env.json") for s in used]
+        envs[r] = [run_file(r, s, "env.json") for s in used]
         out["spread"][r] = _spread({s: run_metrics(r, s) for s in used})
-    out["environment"] = _environment(envs)
+    out["environment"] = _environment([e for es in envs.values() for e in es])
+    if out["environment"]:
+        out["environment"]["train_wall_seconds_by_recipe"] = wall_by_recipe(envs)
     write_json(paths.reports_dir() / f"{name}.json", out)
     return out
 
@@ -143,6 +145,12 @@ def _spread(by_seed: dict[int, dict]) -> dict:
         d.update(n=len(x), mean=sum(x) / len(x), min=min(x), max=max(x),
                  std=_finite(float(np.std(x, ddof=1))) if len(x) > 1 else None)
     return per
+
+
+def wall_by_recipe(envs: dict[str, list[dict]]) -> dict[str, float]:
+    """Mean training wall seconds per run of each recipe (recipe -> its runs' `env.json`): committed with
+    the report, so `reprozoo repro` on a clone without runs can still start the longest work first."""
+    return {r: round(sum(e["wall_seconds"] for e in es) / len(es), 1) for r, es in sorted(envs.items()) if es}
 
 
 def _environment(envs: list[dict]) -> dict:

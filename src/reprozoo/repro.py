@@ -101,8 +101,9 @@ def _stage_recipe(ref: str, wdir: Path):
     return load_recipe(str(wdir / ref) if (wdir / ref).is_file() else ref)
 
 
-def _estimate(ref: str, wdir: Path):
-    """(seconds per seed from earlier runs of this recipe or 0, the recipe or None if it does not load)."""
+def _estimate(ref: str, wdir: Path, known: dict[str, float]):
+    """(seconds per seed from earlier runs of this recipe, else from `known` (recipe -> seconds), else 0;
+    the recipe or None if it does not load)."""
     try:
         recipe = _stage_recipe(ref, wdir)
     except ReprozooError:
@@ -113,10 +114,24 @@ def _estimate(ref: str, wdir: Path):
             walls.append(float(json.loads(env.read_text())["wall_seconds"]))
         except (OSError, ValueError, KeyError):
             pass
-    timings = _read_timings().get(recipe.name)
-    if not walls and timings:
-        walls.append(timings)
+    if not walls and known.get(recipe.name):
+        walls.append(known[recipe.name])
     return (sum(walls) / len(walls) if walls else 0.0), recipe
+
+
+def _reported_walls() -> dict[str, float]:
+    """Seconds per run of each recipe as the committed reports give them (`train_wall_seconds_by_recipe`
+    of `reports/*.json` and `reports/ablations/*.json`): on a fresh clone the only times there are."""
+    out: dict[str, float] = {}
+    reports = paths.reports_dir()
+    for f in sorted([*reports.glob("*.json"), *reports.glob("ablations/*.json")]):
+        try:
+            data = json.loads(f.read_text())
+            walls = data.get("environment", data).get("train_wall_seconds_by_recipe") or {}
+            out.update({str(r): float(w) for r, w in walls.items()})
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass  # a report of another shape is no estimate, not an error
+    return out
 
 
 def _timings_file() -> Path:
@@ -183,6 +198,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
         defined = {s.addressing: i for i, s in enumerate(repo.index.stages)}  # dvc.yaml order, unlike DVC's plan
         blocks: set = set()
         followers: set = set()
+        known = {**_reported_walls(), **_read_timings()}  # this machine's own times win
         for s in _stages(repo, targets).values():
             if not _is_train(s) or not s.changed():
                 continue
@@ -190,7 +206,7 @@ def plan(targets: list[str], *, threads: int, gpus: int, log_dir: Path, use_run_
                 p.restored.append(s.addressing)
                 continue
             ref, wdir = recipe_ref(s.cmd), Path(s.wdir)
-            est, recipe = _estimate(ref, wdir)
+            est, recipe = _estimate(ref, wdir, known)
             block = seed_block(recipe, int(shlex.split(s.cmd)[shlex.split(s.cmd).index("--seed") + 1])) if recipe else [0]
             if len(block) > 1:  # the first pending seed of a block trains all of it; the others then only copy
                 key = (recipe.name, block[0])

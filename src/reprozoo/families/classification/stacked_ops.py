@@ -188,6 +188,14 @@ def _conv2d_backward(g, x, w, needs, stride, padding, dilation, groups):
     return dx, dw, g.sum((0, 2, 3)) if needs[2] else None
 
 
+def _seed_views(x, weight):
+    """Weights (..., O, C, kh, kw) as (S, O, C, kh, kw) and inputs as (S, B, C, H, W), a shared
+    (B, C, H, W) input expanded (a view) to every seed; and whether it was shared."""
+    w = weight.reshape(-1, *weight.shape[-4:])
+    shared = x.ndim == 4
+    return w, (x.unsqueeze(0).expand(w.shape[0], *x.shape) if shared else x.reshape(-1, *x.shape[-4:])), shared
+
+
 class Conv2dPerSeed(torch.autograd.Function):
     """`F.conv2d(x, weight, bias, stride, padding, dilation, groups)` for weight (..., O, C/groups, kh, kw),
     bias (..., O) or None and x (..., B, C, H, W), or x (B, C, H, W) for every weight alike: one convolution
@@ -197,13 +205,11 @@ class Conv2dPerSeed(torch.autograd.Function):
     def forward(x, weight, bias, stride, padding, dilation, groups):
         if weight.ndim == 4:
             return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        lead, shared = weight.shape[:-4], x.ndim == 4
-        w = weight.reshape(-1, *weight.shape[-4:])
+        w, xs, _ = _seed_views(x, weight)
         b = bias.reshape(-1, bias.shape[-1]) if bias is not None else [None] * w.shape[0]
-        xs = x.unsqueeze(0).expand(w.shape[0], *x.shape) if shared else x.reshape(-1, *x.shape[-4:])
         out = torch.stack([torch.nn.functional.conv2d(xs[i], w[i], b[i], stride, padding, dilation, groups)
                            for i in range(w.shape[0])])
-        return out.reshape(*lead, *out.shape[1:])
+        return out.reshape(*weight.shape[:-4], *out.shape[1:])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -217,10 +223,8 @@ class Conv2dPerSeed(torch.autograd.Function):
         needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
         if weight.ndim == 4:
             return (*_conv2d_backward(grad_out, x, weight, needs, *ctx.conv), None, None, None, None)
-        shared = x.ndim == 4
-        w = weight.reshape(-1, *weight.shape[-4:])
+        w, xs, shared = _seed_views(x, weight)
         g = grad_out.reshape(w.shape[0], *grad_out.shape[-4:])
-        xs = x.unsqueeze(0).expand(w.shape[0], *x.shape) if shared else x.reshape(-1, *x.shape[-4:])
         parts = [_conv2d_backward(g[i], xs[i], w[i], needs, *ctx.conv) for i in range(w.shape[0])]
         dx = dw = db = None
         if needs[0]:
