@@ -111,16 +111,19 @@ def test_eta_without_earlier_wall_times_learns_trainers_and_followers_apart():
     assert progress.eta(left(queued, [], {}, 0.0)) == pytest.approx((7 * 90 + 39 * 3) / 2)
 
 
-def _pid_of(pattern: str, timeout: float = 60) -> int:
-    end = time.time() + timeout
+def _pid_of(pattern: str, root: Path, timeout: float = 60) -> int:
+    """The process whose command line has `pattern`, started for the project `root` (its environment names
+    it: another test running at the same time may run the same command for its own project)."""
+    end, mine = time.time() + timeout, f"REPROZOO_ROOT={root}".encode()
     while time.time() < end:
         for p in Path("/proc").iterdir():
             if p.name.isdigit():
                 try:
                     cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    ours = mine in (p / "environ").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if pattern in cmd and "/bin/sh" not in cmd:
+                if pattern in cmd and "/bin/sh" not in cmd and ours:
                     return int(p.name)
         time.sleep(0.05)
     raise AssertionError(f"no process {pattern!r}")
@@ -138,7 +141,7 @@ def test_killed_run_is_retried_and_resumes_a_failing_run_is_listed_and_skips_rep
     pipeline(root, "tiny")
     proc = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--jobs", "2", "--retries", "1"],
                             cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pid = _pid_of("reprozoo run tiny_mlp --seed 0")
+    pid = _pid_of("reprozoo run tiny_mlp --seed 0", root)
     work = root / ".reprozoo" / "work" / "tiny_mlp"
     end = time.time() + 120
     while not list(work.glob("seed0-*/iter_100.pth")) and time.time() < end:  # killed after its first checkpoint
@@ -166,7 +169,7 @@ def test_a_recipe_or_code_edited_while_its_run_is_in_flight_is_not_recorded(tmp_
     root = _three_seeds(tmp_path, "r", seeds=(0,))
     proc = subprocess.Popen([sys.executable, "-m", "reprozoo.cli", "repro", "tiny", "--jobs", "1"],
                             cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _pid_of("reprozoo run tiny_mlp --seed 0")
+    _pid_of("reprozoo run tiny_mlp --seed 0", root)
     # a code file counts although the run depends on it through the code manifest, which changes only later
     (root / edited).write_text((root / edited).read_text() + ("optim: {lr: 0.002}\n" if edited.endswith(".yaml") else "# edited\n"))
     out, err = proc.communicate(timeout=600)
