@@ -4,6 +4,9 @@
 # checkout is not touched):
 #   uv-whole   `uv run dvc repro`, the README's command: uv's start-up, then DVC indexes every pipeline
 #   whole      `.venv/bin/dvc repro`: the same without uv
+#   one-stage  `.venv/bin/dvc repro train_mnist1d_cnn@0`: one up-to-date stage, so nearly all of it is DVC
+#              reading every pipeline into its index (the floor of any `dvc repro` in this repository)
+#   version    `.venv/bin/dvc --version`: Python and DVC's own start-up
 #   root       only the root pipeline (the other pipelines' dvc.yaml/dvc.lock removed; their recipes stay)
 # Each variant: one untimed call (DVC's state database learns the copied files), then REPS timed calls.
 #   bash benchmarks/noop_breakdown.sh [WORKDIR, default /tmp/noop_breakdown] [REPS, default 3]
@@ -29,5 +32,7 @@ timed() {  # label command...
 export UV_PROJECT="$repo"  # `uv run` uses the checkout's environment (the copy has none)
 timed uv-whole uv run --project "$repo" dvc repro
 timed whole "$dvc" repro
+timed one-stage "$dvc" repro train_mnist1d_cnn@0
+timed version "$dvc" --version
 git ls-files pipelines | grep -v '^pipelines/ablations/' | grep -E 'dvc\.(yaml|lock)$' | xargs rm
 timed root "$dvc" repro

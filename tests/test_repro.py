@@ -112,15 +112,15 @@ def test_eta_without_earlier_wall_times_learns_trainers_and_followers_apart():
 
 
 def _pid_of(pattern: str, root: Path, timeout: float = 60) -> int:
-    """The process whose command line has `pattern`, started for the project `root` (its environment names
-    it: another test running at the same time may run the same command for its own project)."""
-    end, mine = time.time() + timeout, f"REPROZOO_ROOT={root}".encode()
+    """The process whose command line has `pattern`, working in the project `root` (another test running at
+    the same time may run the same command in its own project; setproctitle overwrites /proc/PID/environ)."""
+    end = time.time() + timeout
     while time.time() < end:
         for p in Path("/proc").iterdir():
             if p.name.isdigit():
                 try:
                     cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    ours = mine in (p / "environ").read_bytes().split(b"\0")
+                    ours = Path(os.readlink(p / "cwd")).resolve() == root.resolve()
                 except OSError:
                     continue
                 if pattern in cmd and "/bin/sh" not in cmd and ours:
