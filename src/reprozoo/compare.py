@@ -91,9 +91,7 @@ def compare(name: str, seeds: list[int] | None = None) -> dict:
         used = [s for s in (seeds if seeds is not None else done) if s in done]
         envs[r] = [run_file(r, s, "env.json") for s in used]
         out["spread"][r] = _spread({s: run_metrics(r, s) for s in used})
-    out["environment"] = _environment([e for es in envs.values() for e in es])
-    if out["environment"]:
-        out["environment"]["train_wall_seconds_by_recipe"] = wall_by_recipe(envs)
+    out["environment"] = _environment(envs)
     write_json(paths.reports_dir() / f"{name}.json", out)
     return out
 
@@ -153,7 +151,9 @@ def wall_by_recipe(envs: dict[str, list[dict]]) -> dict[str, float]:
     return {r: round(sum(e["wall_seconds"] for e in es) / len(es), 1) for r, es in sorted(envs.items()) if es}
 
 
-def _environment(envs: list[dict]) -> dict:
+def _environment(by_recipe: dict[str, list[dict]]) -> dict:
+    """What the runs (recipe -> its runs' `env.json`) ran on, and how long they took."""
+    envs = [e for es in by_recipe.values() for e in es]
     if not envs:
         return {}
     pick = lambda key: sorted({str(e.get(key)) for e in envs})  # noqa: E731
@@ -169,4 +169,5 @@ def _environment(envs: list[dict]) -> dict:
         "peak_rss_mib_max": max(e["peak_rss_mib"] for e in envs),
         "commands": sorted({e["command"] for e in envs})[:3],
         "latest_run_utc": max(e["started_utc"] for e in envs),
+        "train_wall_seconds_by_recipe": wall_by_recipe(by_recipe),
     }
